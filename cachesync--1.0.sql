@@ -1,0 +1,127 @@
+/* cachesync--1.0.sql */
+
+-- complain if script is sourced in psql, rather than via CREATE EXTENSION
+\echo Use "CREATE EXTENSION cachesync" to load this file. \quit
+
+GRANT USAGE ON SCHEMA cachesync TO PUBLIC;
+
+--
+-- Registrations: one row per registered table.  Kept by pg_dump.
+--
+CREATE TABLE cachesync.registrations (
+    rel           regclass PRIMARY KEY,
+    mode          text NOT NULL DEFAULT 'write_through'
+                  CHECK (mode IN ('write_through', 'write_around', 'async', 'write_back')),
+    key_columns   text[] NOT NULL CHECK (cardinality(key_columns) > 0),
+    columns       text[],
+    format        text NOT NULL DEFAULT 'json' CHECK (format IN ('json', 'hash')),
+    ttl           interval CHECK (ttl > interval '0'),
+    key_prefix    text NOT NULL UNIQUE CHECK (key_prefix <> ''),
+    notify        boolean NOT NULL DEFAULT false,
+    changes       boolean NOT NULL DEFAULT false,
+    registered_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE cachesync.registrations IS 'Tables kept in sync with Redis; written by cachesync.register() and cachesync.unregister()';
+COMMENT ON COLUMN cachesync.registrations.mode IS 'write_through, write_around, async or write_back';
+COMMENT ON COLUMN cachesync.registrations.key_columns IS 'columns whose values form the Redis key, in key order';
+COMMENT ON COLUMN cachesync.registrations.columns IS 'cached columns in table order, key columns included; NULL caches every column';
+COMMENT ON COLUMN cachesync.registrations.format IS 'json: one JSON object per row; hash: a Redis hash, one field per non-NULL column';
+COMMENT ON COLUMN cachesync.registrations.ttl IS 'expiry of cached entries; NULL for none';
+COMMENT ON COLUMN cachesync.registrations.key_prefix IS 'the table''s key prefix, after cachesync.key_prefix';
+SELECT pg_catalog.pg_extension_config_dump('cachesync.registrations', '');
+REVOKE ALL ON cachesync.registrations FROM PUBLIC;
+
+--
+-- Registration
+--
+CREATE FUNCTION cachesync.register(
+    rel regclass,
+    mode text DEFAULT 'write_through',
+    key_columns text[] DEFAULT NULL,
+    columns text[] DEFAULT NULL,
+    format text DEFAULT 'json',
+    ttl interval DEFAULT NULL,
+    key_prefix text DEFAULT NULL,
+    notify boolean DEFAULT false,
+    changes boolean DEFAULT false)
+RETURNS void
+AS 'MODULE_PATHNAME', 'cachesync_register'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION cachesync.register IS 'registers a table (or changes its settings) so its committed changes reach Redis';
+
+CREATE FUNCTION cachesync.unregister(rel regclass, purge boolean DEFAULT false)
+RETURNS void
+AS 'MODULE_PATHNAME', 'cachesync_unregister'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION cachesync.unregister IS 'stops syncing a table; with purge, also removes its keys from Redis';
+
+CREATE FUNCTION cachesync.key(rel regclass, VARIADIC key_values text[])
+RETURNS text
+AS 'MODULE_PATHNAME', 'cachesync_key'
+LANGUAGE C STABLE STRICT;
+COMMENT ON FUNCTION cachesync.key IS 'the Redis key of the row with the given key values';
+
+CREATE VIEW cachesync.tables AS
+SELECT r.rel,
+       r.mode,
+       r.key_columns,
+       r.columns,
+       r.format,
+       r.ttl,
+       coalesce(current_setting('cachesync.key_prefix', true), '') || r.key_prefix AS key_prefix,
+       CASE WHEN r.mode = 'write_back'
+            THEN coalesce(current_setting('cachesync.key_prefix', true), '') || r.key_prefix || '__writeback'
+       END AS writeback_stream,
+       CASE WHEN r.mode = 'write_back'
+            THEN coalesce(current_setting('cachesync.key_prefix', true), '') || r.key_prefix || '__writeback:dlq'
+       END AS writeback_dlq,
+       CASE WHEN r.changes
+            THEN coalesce(current_setting('cachesync.key_prefix', true), '') || r.key_prefix || '__changes'
+       END AS change_stream,
+       r.notify,
+       r.changes,
+       r.registered_at
+FROM cachesync.registrations r;
+COMMENT ON VIEW cachesync.tables IS 'registered tables with their full key prefix and stream names';
+REVOKE ALL ON cachesync.tables FROM PUBLIC;
+
+--
+-- A dropped table takes its registration with it.
+--
+CREATE FUNCTION cachesync.forget_dropped_tables()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    DELETE FROM cachesync.registrations r
+    USING pg_event_trigger_dropped_objects() d
+    WHERE d.classid = 'pg_class'::regclass
+      AND d.objsubid = 0
+      AND r.rel::oid = d.objid;
+END
+$$;
+CREATE EVENT TRIGGER cachesync_forget_dropped_tables ON sql_drop
+    EXECUTE FUNCTION cachesync.forget_dropped_tables();
+
+--
+-- Redis connection
+--
+CREATE FUNCTION cachesync.redis_status(
+    OUT server text,
+    OUT redis_version text,
+    OUT redis_mode text,
+    OUT role text,
+    OUT username text,
+    OUT db integer,
+    OUT ping_ms double precision)
+RETURNS record
+AS 'MODULE_PATHNAME', 'cachesync_redis_status'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION cachesync.redis_status IS 'connects to Redis and reports the server, the ACL user, the database and a PING round trip';
+
+-- admin functions are not for PUBLIC
+REVOKE ALL ON FUNCTION cachesync.register(regclass, text, text[], text[], text, interval, text, boolean, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION cachesync.unregister(regclass, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION cachesync.redis_status() FROM PUBLIC;
+REVOKE ALL ON FUNCTION cachesync.forget_dropped_tables() FROM PUBLIC;

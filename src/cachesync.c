@@ -1,0 +1,50 @@
+/*-------------------------------------------------------------------------
+ *
+ * cachesync.c
+ *	  Library entry point: settings, and the check that the library was
+ *	  loaded through shared_preload_libraries.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "miscadmin.h"
+
+#include "cachesync.h"
+
+PG_MODULE_MAGIC;
+
+/* true in every process forked from a postmaster that preloaded us */
+bool		cachesync_preloaded = false;
+
+void		_PG_init(void);
+
+/*
+ * Defines the settings always (so SHOW works), and everything that needs
+ * the postmaster only when preloaded.
+ */
+void
+_PG_init(void)
+{
+	cachesync_define_gucs();
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	cachesync_preloaded = true;
+}
+
+/*
+ * Fails unless the library was preloaded: capture, the worker and shared
+ * state only exist then.
+ */
+void
+cachesync_require_preload(void)
+{
+	if (!cachesync_preloaded)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cachesync must be loaded via shared_preload_libraries"),
+				 errhint("Add cachesync to shared_preload_libraries in postgresql.conf and restart the server.")));
+}

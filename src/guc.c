@@ -1,0 +1,115 @@
+/*-------------------------------------------------------------------------
+ *
+ * guc.c
+ *	  The cachesync.* settings.
+ *
+ * Connection settings are PGC_SIGHUP: every backend and the worker must
+ * talk to the same Redis, and a reload makes each of them reconnect (the
+ * Redis module compares the settings it connected with before each use).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <limits.h>
+
+#include "utils/guc.h"
+
+#include "cachesync.h"
+
+char	   *cachesync_redis_host = NULL;
+int			cachesync_redis_port = 6379;
+char	   *cachesync_redis_username = NULL;
+char	   *cachesync_redis_password = NULL;
+int			cachesync_redis_db = 0;
+int			cachesync_connect_timeout = 1000;
+int			cachesync_command_timeout = 1000;
+char	   *cachesync_database = NULL;
+char	   *cachesync_key_prefix = NULL;
+int			cachesync_on_redis_error = CS_ON_ERROR_QUEUE;
+int			cachesync_batch_size = 1000;
+bool		cachesync_enabled = true;
+
+static const struct config_enum_entry on_redis_error_options[] = {
+	{"queue", CS_ON_ERROR_QUEUE, false},
+	{"error", CS_ON_ERROR_ERROR, false},
+	{NULL, 0, false}
+};
+
+/* Defines the Redis connection settings. */
+static void
+define_connection_gucs(void)
+{
+	DefineCustomStringVariable("cachesync.redis_host",
+							   "Redis server host name or IP address, or a Unix socket path.",
+							   "A value that starts with a slash is the path of Redis's Unix socket.",
+							   &cachesync_redis_host, "127.0.0.1",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("cachesync.redis_port",
+							"Redis server TCP port.",
+							"Ignored when cachesync.redis_host is a Unix socket path.",
+							&cachesync_redis_port, 6379, 1, 65535,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("cachesync.redis_username",
+							   "Redis ACL user name.",
+							   "Empty means the default user; with a password set, AUTH then sends the password alone.",
+							   &cachesync_redis_username, "",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("cachesync.redis_password",
+							   "Redis password (AUTH).",
+							   "Visible to superusers only and never printed in a message. Empty means no AUTH.",
+							   &cachesync_redis_password, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
+							   NULL, NULL, NULL);
+	DefineCustomIntVariable("cachesync.redis_db",
+							"Redis logical database number (SELECT).",
+							NULL,
+							&cachesync_redis_db, 0, 0, INT_MAX,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("cachesync.connect_timeout",
+							"Longest wait for a connection to Redis to open.",
+							"A backend whose Redis cannot be reached fails or queues its changes (see cachesync.on_redis_error) after this long.",
+							&cachesync_connect_timeout, 1000, 1, 3600 * 1000,
+							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("cachesync.command_timeout",
+							"Longest time Redis may stay silent while a command is under way.",
+							"The timer restarts whenever Redis sends or accepts data, so a large pipeline is not cut short while it progresses.",
+							&cachesync_command_timeout, 1000, 1, 3600 * 1000,
+							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
+}
+
+/* Defines every cachesync.* setting; called from _PG_init. */
+void
+cachesync_define_gucs(void)
+{
+	define_connection_gucs();
+
+	DefineCustomStringVariable("cachesync.database",
+							   "Database the cachesync background worker serves.",
+							   "The registered tables of this database are synchronised; run one server per database to serve more.",
+							   &cachesync_database, "postgres",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("cachesync.key_prefix",
+							   "Prefix prepended to every Redis key and stream cachesync uses.",
+							   "Lets several clusters share one Redis. Changing it orphans the keys written under the old prefix.",
+							   &cachesync_key_prefix, "",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomEnumVariable("cachesync.on_redis_error",
+							 "What write_through and write_around tables do when Redis is unreachable at commit.",
+							 "queue commits and lets the background worker apply the change once Redis is back; error makes the transaction fail.",
+							 &cachesync_on_redis_error, CS_ON_ERROR_QUEUE,
+							 on_redis_error_options,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("cachesync.batch_size",
+							"Number of changes or stream entries the background worker handles per transaction.",
+							NULL,
+							&cachesync_batch_size, 1000, 1, 1000000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("cachesync.enabled",
+							 "Captures changes of registered tables; off stops capture for maintenance.",
+							 "Changes made while it is off are not sent to Redis: call cachesync.reload() afterwards.",
+							 &cachesync_enabled, true,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("cachesync");
+}

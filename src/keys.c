@@ -1,0 +1,138 @@
+/*-------------------------------------------------------------------------
+ *
+ * keys.c
+ *	  Building Redis keys for rows, and cachesync.key().
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "fmgr.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+
+#include "cachesync.h"
+#include "keys.h"
+
+PG_FUNCTION_INFO_V1(cachesync_key);
+
+/* Starts a row key in buf: the global prefix, then the table's. */
+void
+cs_key_start(StringInfo buf, const CsTable *t)
+{
+	appendStringInfoString(buf, cachesync_key_prefix ? cachesync_key_prefix : "");
+	appendStringInfoString(buf, t->key_prefix);
+}
+
+/* Appends one key value with ':' and '\' escaped by a backslash. */
+void
+cs_key_append_part(StringInfo buf, const char *value, int len)
+{
+	for (int i = 0; i < len; i++)
+	{
+		if (value[i] == ':' || value[i] == '\\')
+			appendStringInfoChar(buf, '\\');
+		appendStringInfoChar(buf, value[i]);
+	}
+}
+
+/*
+ * Returns the key of the row whose key columns hold values, given as the
+ * columns' text output (t->nkeys of them).
+ */
+char *
+cs_key_from_texts(const CsTable *t, char **values)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	cs_key_start(&buf, t);
+	for (int i = 0; i < t->nkeys; i++)
+	{
+		if (i > 0)
+			appendStringInfoChar(&buf, ':');
+		cs_key_append_part(&buf, values[i], strlen(values[i]));
+	}
+	return buf.data;
+}
+
+/* Returns a SCAN MATCH pattern for every key that starts with prefix. */
+char *
+cs_key_glob_pattern(const char *prefix)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (const char *c = prefix; *c; c++)
+	{
+		if (strchr("*?[]\\", *c))
+			appendStringInfoChar(&buf, '\\');
+		appendStringInfoChar(&buf, *c);
+	}
+	appendStringInfoChar(&buf, '*');
+	return buf.data;
+}
+
+/*
+ * Returns text as the key column's type writes it, so that '042' and '42'
+ * name the same integer key.  Throws for text the type does not accept.
+ */
+static char *
+normalize_key_value(const CsTable *t, int i, char *text)
+{
+	Oid			infunc;
+	Oid			ioparam;
+	Oid			outfunc;
+	bool		varlena;
+	Datum		d;
+
+	getTypeInputInfo(t->key_types[i], &infunc, &ioparam);
+	d = OidInputFunctionCall(infunc, text, ioparam, t->key_typmods[i]);
+	getTypeOutputInfo(t->key_types[i], &outfunc, &varlena);
+	return OidOutputFunctionCall(outfunc, d);
+}
+
+/*
+ * Returns the key values in arr as normalized C strings; throws unless
+ * there is one non-NULL value per key column.
+ */
+char	  **
+cs_key_values_from_array(const CsTable *t, ArrayType *arr)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	char	  **values;
+
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	if (n != t->nkeys)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("table \"%s\" has %d key column%s but %d key value%s given",
+						get_rel_name(t->relid), t->nkeys, t->nkeys == 1 ? "" : "s",
+						n, n == 1 ? " was" : "s were"),
+				 errhint("Pass one value per key column, in the order cachesync.tables lists them.")));
+	values = palloc(sizeof(char *) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+	{
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("key value %d is NULL", i + 1),
+					 errhint("Key columns are NOT NULL, so no row has a NULL key value.")));
+		values[i] = normalize_key_value(t, i, TextDatumGetCString(elems[i]));
+	}
+	return values;
+}
+
+/* cachesync.key(rel regclass, VARIADIC key_values text[]) RETURNS text */
+Datum
+cachesync_key(PG_FUNCTION_ARGS)
+{
+	CsTable    *t = cs_registry_get(PG_GETARG_OID(0));
+	char	  **values = cs_key_values_from_array(t, PG_GETARG_ARRAYTYPE_P(1));
+
+	PG_RETURN_TEXT_P(cstring_to_text(cs_key_from_texts(t, values)));
+}

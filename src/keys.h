@@ -1,0 +1,26 @@
+/*-------------------------------------------------------------------------
+ *
+ * keys.h
+ *	  Redis key layout: <cachesync.key_prefix><table prefix><k1>[:<k2>...]
+ *	  with ':' and '\' inside a key value escaped by '\'.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CACHESYNC_KEYS_H
+#define CACHESYNC_KEYS_H
+
+#include "lib/stringinfo.h"
+#include "utils/array.h"
+
+#include "registry.h"
+
+/* where cachesync keeps anything that is not a row or a stream */
+#define CS_INTERNAL_PREFIX "__cachesync:"
+
+extern void cs_key_start(StringInfo buf, const CsTable *t);
+extern void cs_key_append_part(StringInfo buf, const char *value, int len);
+extern char *cs_key_from_texts(const CsTable *t, char **values);
+extern char *cs_key_glob_pattern(const char *prefix);
+extern char **cs_key_values_from_array(const CsTable *t, ArrayType *arr);
+
+#endif							/* CACHESYNC_KEYS_H */
