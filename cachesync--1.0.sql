@@ -86,11 +86,13 @@ COMMENT ON VIEW cachesync.tables IS 'registered tables with their full key prefi
 REVOKE ALL ON cachesync.tables FROM PUBLIC;
 
 --
--- A dropped table takes its registration with it.
+-- A dropped table takes its registration with it.  SECURITY DEFINER: the
+-- trigger fires for every role's DROP, and those roles cannot write here.
 --
 CREATE FUNCTION cachesync.forget_dropped_tables()
 RETURNS event_trigger
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 BEGIN

@@ -329,7 +329,7 @@ key_prefix(Relation rel, FunctionCallInfo fcinfo)
 				(errcode(ERRCODE_RESERVED_NAME),
 				 errmsg("key prefix \"%s\" overlaps cachesync's internal key space \"%s\"",
 						prefix, CS_INTERNAL_PREFIX),
-				 errhint("Choose a prefix that does not start with \"__\".")));
+				 errhint("Choose a prefix that neither starts with \"%s\" nor is the start of it.", CS_INTERNAL_PREFIX)));
 	return prefix;
 }
 
@@ -383,7 +383,7 @@ check_prefix_overlap(Oid relid, const char *prefix)
 						prefix,
 						SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2),
 						SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1)),
-				 errhint("Pass a key_prefix that neither starts nor is the start of another table's.")));
+				 errhint("Pass a key_prefix that neither starts with another table's prefix nor is the start of one.")));
 }
 
 /*
