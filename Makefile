@@ -21,7 +21,6 @@ ISOLATION_OPTS = --inputdir=test/isolation --load-extension=cachesync
 # TAP tests for the worker, restarts and faults
 TAP_TESTS = 1
 PROVE_TESTS = test/t/*.pl
-PROVE_FLAGS = -I test/perl
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
@@ -34,3 +33,6 @@ override with_llvm = no
 endif
 
 include $(PGXS)
+
+# after the include: Makefile.global resets PROVE_FLAGS
+PROVE_FLAGS += -I test/perl

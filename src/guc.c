@@ -6,6 +6,8 @@
  * Connection settings are PGC_SIGHUP: every backend and the worker must
  * talk to the same Redis, and a reload makes each of them reconnect (the
  * Redis module compares the settings it connected with before each use).
+ * The password alone is PGC_POSTMASTER, because a reload logs the new value
+ * of every changed setting, and the password must never reach the log.
  *
  *-------------------------------------------------------------------------
  */
@@ -13,6 +15,7 @@
 
 #include <limits.h>
 
+#include "miscadmin.h"
 #include "utils/guc.h"
 
 #include "cachesync.h"
@@ -36,6 +39,17 @@ static const struct config_enum_entry on_redis_error_options[] = {
 	{NULL, 0, false}
 };
 
+/*
+ * Returns PGC_POSTMASTER while preloading.  A library loaded later by a
+ * backend may not define postmaster-only settings, and then has no worker
+ * and no capture anyway.
+ */
+static GucContext
+postmaster_context(void)
+{
+	return process_shared_preload_libraries_in_progress ? PGC_POSTMASTER : PGC_SIGHUP;
+}
+
 /* Defines the Redis connection settings. */
 static void
 define_connection_gucs(void)
@@ -57,9 +71,10 @@ define_connection_gucs(void)
 							   PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("cachesync.redis_password",
 							   "Redis password (AUTH).",
-							   "Visible to superusers only and never printed in a message. Empty means no AUTH.",
+							   "Visible to superusers only and never printed in a message. Empty means no AUTH. "
+							   "Changing it needs a restart: on a reload the server would log the new value.",
 							   &cachesync_redis_password, "",
-							   PGC_SIGHUP, GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
+							   postmaster_context(), GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
 							   NULL, NULL, NULL);
 	DefineCustomIntVariable("cachesync.redis_db",
 							"Redis logical database number (SELECT).",
@@ -88,7 +103,7 @@ cachesync_define_gucs(void)
 							   "Database the cachesync background worker serves.",
 							   "The registered tables of this database are synchronised; run one server per database to serve more.",
 							   &cachesync_database, "postgres",
-							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+							   postmaster_context(), 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("cachesync.key_prefix",
 							   "Prefix prepended to every Redis key and stream cachesync uses.",
 							   "Lets several clusters share one Redis. Changing it orphans the keys written under the old prefix.",
