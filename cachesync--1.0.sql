@@ -107,6 +107,80 @@ CREATE EVENT TRIGGER cachesync_forget_dropped_tables ON sql_drop
     EXECUTE FUNCTION cachesync.forget_dropped_tables();
 
 --
+-- Capture: row and TRUNCATE triggers that register() installs
+--
+CREATE FUNCTION cachesync.capture()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'cachesync_capture'
+LANGUAGE C;
+COMMENT ON FUNCTION cachesync.capture() IS 'row trigger of registered tables: records each change for Redis';
+
+CREATE FUNCTION cachesync.capture_truncate()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'cachesync_capture_truncate'
+LANGUAGE C;
+COMMENT ON FUNCTION cachesync.capture_truncate() IS 'TRUNCATE trigger of registered tables: queues the removal of every key';
+
+--
+-- The durable queue: keys the background worker brings in line with the
+-- table (async tables, TRUNCATE, prepared transactions, changes that could
+-- not reach Redis).  Transient: not dumped.
+--
+CREATE TABLE cachesync.queue (
+    id          bigserial PRIMARY KEY,
+    rel         oid NOT NULL,
+    key         text,
+    enqueued_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+COMMENT ON TABLE cachesync.queue IS 'keys whose cache entry the background worker must bring in line with the table';
+COMMENT ON COLUMN cachesync.queue.key IS 'the Redis key; NULL for every key of the table (TRUNCATE)';
+REVOKE ALL ON cachesync.queue FROM PUBLIC;
+
+--
+-- Statistics
+--
+CREATE FUNCTION cachesync._table_stats(
+    OUT relid oid,
+    OUT pushed bigint,
+    OUT invalidated bigint,
+    OUT errors bigint,
+    OUT hits bigint,
+    OUT misses bigint,
+    OUT wb_applied bigint,
+    OUT wb_dead_lettered bigint,
+    OUT queued bigint,
+    OUT last_error text,
+    OUT last_error_at timestamptz)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'cachesync_table_stats'
+LANGUAGE C VOLATILE;
+
+CREATE VIEW cachesync.stats AS
+SELECT r.rel,
+       r.mode,
+       coalesce(s.pushed, 0) AS pushed,
+       coalesce(s.invalidated, 0) AS invalidated,
+       coalesce(q.depth, 0) AS queue_depth,
+       q.lag AS queue_lag,
+       coalesce(s.wb_applied, 0) AS wb_applied,
+       coalesce(s.wb_dead_lettered, 0) AS wb_dead_lettered,
+       NULL::bigint AS wb_pending,
+       coalesce(s.hits, 0) AS hits,
+       coalesce(s.misses, 0) AS misses,
+       coalesce(s.errors, 0) AS errors,
+       s.last_error,
+       s.last_error_at,
+       NULL::timestamptz AS last_reload_at,
+       NULL::bigint AS last_validation_id,
+       coalesce(s.queued, 0) AS queued
+FROM cachesync.registrations r
+LEFT JOIN cachesync._table_stats() s ON s.relid = r.rel::oid
+LEFT JOIN (SELECT rel, count(*) AS depth, clock_timestamp() - min(enqueued_at) AS lag
+             FROM cachesync.queue GROUP BY rel) q ON q.rel = r.rel::oid;
+COMMENT ON VIEW cachesync.stats IS 'per registered table: values pushed, keys invalidated, queue depth and lag, errors';
+REVOKE ALL ON cachesync.stats FROM PUBLIC;
+
+--
 -- Redis connection
 --
 CREATE FUNCTION cachesync.redis_status(
@@ -122,8 +196,16 @@ AS 'MODULE_PATHNAME', 'cachesync_redis_status'
 LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION cachesync.redis_status IS 'connects to Redis and reports the server, the ACL user, the database and a PING round trip';
 
+CREATE FUNCTION cachesync.redis_command(VARIADIC args text[])
+RETURNS text
+AS 'MODULE_PATHNAME', 'cachesync_redis_command'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cachesync.redis_command IS 'runs one Redis command (for inspection); arrays come back as JSON';
+
 -- admin functions are not for PUBLIC
 REVOKE ALL ON FUNCTION cachesync.register(regclass, text, text[], text[], text, interval, text, boolean, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION cachesync.unregister(regclass, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION cachesync.redis_status() FROM PUBLIC;
+REVOKE ALL ON FUNCTION cachesync.redis_command(text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION cachesync._table_stats() FROM PUBLIC;
 REVOKE ALL ON FUNCTION cachesync.forget_dropped_tables() FROM PUBLIC;

@@ -12,6 +12,8 @@
 #include "miscadmin.h"
 
 #include "cachesync.h"
+#include "shmem.h"
+#include "worker.h"
 
 PG_MODULE_MAGIC;
 
@@ -33,6 +35,8 @@ _PG_init(void)
 		return;
 
 	cachesync_preloaded = true;
+	cs_shmem_init_hooks();
+	cs_worker_register();
 }
 
 /*

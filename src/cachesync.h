@@ -31,6 +31,8 @@ extern char *cachesync_key_prefix;
 extern int	cachesync_on_redis_error;
 extern int	cachesync_batch_size;
 extern bool cachesync_enabled;
+extern int	cachesync_max_transaction_changes;
+extern int	cachesync_tombstone_ttl;
 
 extern void cachesync_define_gucs(void);
 

@@ -32,6 +32,8 @@ char	   *cachesync_key_prefix = NULL;
 int			cachesync_on_redis_error = CS_ON_ERROR_QUEUE;
 int			cachesync_batch_size = 1000;
 bool		cachesync_enabled = true;
+int			cachesync_max_transaction_changes = 10000;
+int			cachesync_tombstone_ttl = 600000;
 
 static const struct config_enum_entry on_redis_error_options[] = {
 	{"queue", CS_ON_ERROR_QUEUE, false},
@@ -125,6 +127,17 @@ cachesync_define_gucs(void)
 							 "Changes made while it is off are not sent to Redis: call cachesync.reload() afterwards.",
 							 &cachesync_enabled, true,
 							 PGC_SUSET, 0, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("cachesync.max_transaction_changes",
+							"Keys a transaction keeps in memory before handing its changes to the queue.",
+							"A larger transaction queues every change for the background worker, which applies them after commit instead of before COMMIT returns.",
+							&cachesync_max_transaction_changes, 10000, 1, INT_MAX / 2,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("cachesync.tombstone_ttl",
+							"How long Redis remembers the version of a deleted row.",
+							"While it lives, no reader holding an older snapshot can put the deleted row back. Make it longer than the longest cache fill (get, reload, prefill) can take.",
+							&cachesync_tombstone_ttl, 600000, 1000, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("cachesync");
 }

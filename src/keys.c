@@ -8,6 +8,7 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "fmgr.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -135,4 +136,39 @@ cachesync_key(PG_FUNCTION_ARGS)
 	char	  **values = cs_key_values_from_array(t, PG_GETARG_ARRAYTYPE_P(1));
 
 	PG_RETURN_TEXT_P(cstring_to_text(cs_key_from_texts(t, values)));
+}
+
+/* hash and match functions for hash tables keyed by a char * */
+static uint32
+keyset_hash(const void *key, Size keysize)
+{
+	const char *s = *(const char *const *) key;
+
+	return hash_bytes((const unsigned char *) s, strlen(s));
+}
+
+static int
+keyset_match(const void *key1, const void *key2, Size keysize)
+{
+	return strcmp(*(const char *const *) key1, *(const char *const *) key2);
+}
+
+/*
+ * Returns a hash table keyed by NUL-terminated strings of any length.  Its
+ * entries (entrysize bytes) start with the char * key, which callers set
+ * to a string that lives as long as the table.
+ */
+HTAB *
+cs_keyset_create(const char *name, long nelem, Size entrysize, MemoryContext cxt)
+{
+	HASHCTL		ctl;
+
+	memset(&ctl, 0, sizeof(ctl));
+	ctl.keysize = sizeof(char *);
+	ctl.entrysize = Max(entrysize, sizeof(char *));
+	ctl.hash = keyset_hash;
+	ctl.match = keyset_match;
+	ctl.hcxt = cxt;
+	return hash_create(name, Max(nelem, 16), &ctl,
+					   HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
 }

@@ -11,6 +11,7 @@
 
 #include "lib/stringinfo.h"
 #include "utils/array.h"
+#include "utils/hsearch.h"
 
 #include "registry.h"
 
@@ -21,6 +22,8 @@ extern void cs_key_start(StringInfo buf, const CsTable *t);
 extern void cs_key_append_part(StringInfo buf, const char *value, int len);
 extern char *cs_key_from_texts(const CsTable *t, char **values);
 extern char *cs_key_glob_pattern(const char *prefix);
+extern HTAB *cs_keyset_create(const char *name, long nelem, Size entrysize,
+							   MemoryContext cxt);
 extern char **cs_key_values_from_array(const CsTable *t, ArrayType *arr);
 
 #endif							/* CACHESYNC_KEYS_H */

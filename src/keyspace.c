@@ -19,15 +19,16 @@
 #define CS_SCAN_COUNT "1000"
 
 /*
- * Removes every key that starts with prefix (rows and streams alike), one
- * SCAN page and one UNLINK at a time.  Returns how many keys were removed.
+ * Calls fn with each SCAN page of the keys that start with prefix (a List
+ * of palloc'd strings, freed after the call).  Returns false as soon as
+ * Redis or fn fails.
  */
-int64
-cs_keyspace_unlink_prefix(const char *prefix)
+bool
+cs_keyspace_scan(const char *prefix, bool (*fn) (List *keys, void *arg), void *arg)
 {
 	char	   *pattern = cs_key_glob_pattern(prefix);
 	char	   *cursor = pstrdup("0");
-	int64		removed = 0;
+	bool		ok = true;
 	MemoryContext page_cxt = AllocSetContextCreate(CurrentMemoryContext,
 												   "cachesync scan page",
 												   ALLOCSET_DEFAULT_SIZES);
@@ -35,43 +36,69 @@ cs_keyspace_unlink_prefix(const char *prefix)
 
 	do
 	{
+		CsPipeline *p = cs_pipeline_create();
+		CsReply   **r;
 		CsReply    *page;
-		CsReply    *keys;
-		CsPipeline *unlink;
+		List	   *keys = NIL;
 
 		CHECK_FOR_INTERRUPTS();
-		page = cs_redis_command_strs(6, (const char *[]) {"SCAN", cursor, "MATCH",
-									 pattern, "COUNT", CS_SCAN_COUNT});
+		cs_pipeline_append_strs(p, 6, (const char *[]) {"SCAN", cursor, "MATCH",
+								pattern, "COUNT", CS_SCAN_COUNT});
+		if (!cs_redis_try_run(p, &r))
+		{
+			ok = false;
+			break;
+		}
+		page = r[0];
 		cs_redis_check_reply(page, "SCAN");
 		if (page->type != CS_REPLY_ARRAY || page->nelem != 2)
 			elog(ERROR, "unexpected reply to SCAN");
-		keys = page->elem[1];
-		if (keys->nelem > 0)
+		for (size_t i = 0; i < page->elem[1]->nelem; i++)
+			keys = lappend(keys, page->elem[1]->elem[i]->str);
+		if (keys != NIL && !fn(keys, arg))
 		{
-			const char **argv = palloc(sizeof(char *) * (keys->nelem + 1));
-			size_t	   *lens = palloc(sizeof(size_t) * (keys->nelem + 1));
-			CsReply    *r;
-
-			argv[0] = "UNLINK";
-			lens[0] = 6;
-			for (size_t i = 0; i < keys->nelem; i++)
-			{
-				argv[i + 1] = keys->elem[i]->str;
-				lens[i + 1] = keys->elem[i]->len;
-			}
-			unlink = cs_pipeline_create();
-			cs_pipeline_append(unlink, keys->nelem + 1, argv, lens);
-			r = cs_redis_run(unlink)[0];
-			cs_redis_check_reply(r, "UNLINK");
-			removed += r->integer;
+			ok = false;
+			break;
 		}
-		MemoryContextSwitchTo(old);
 		cursor = MemoryContextStrdup(old, page->elem[0]->str);
 		MemoryContextReset(page_cxt);
-		MemoryContextSwitchTo(page_cxt);
 	} while (strcmp(cursor, "0") != 0);
 
 	MemoryContextSwitchTo(old);
 	MemoryContextDelete(page_cxt);
+	return ok;
+}
+
+/* cs_keyspace_scan callback: UNLINKs one page, counting into *arg. */
+static bool
+unlink_page(List *keys, void *arg)
+{
+	int			n = list_length(keys);
+	const char **argv = palloc(sizeof(char *) * (n + 1));
+	ListCell   *lc;
+	CsReply    *r;
+	int			i = 0;
+
+	argv[i++] = "UNLINK";
+	foreach(lc, keys)
+		argv[i++] = lfirst(lc);
+	r = cs_redis_command_strs(n + 1, argv);
+	cs_redis_check_reply(r, "UNLINK");
+	*(int64 *) arg += r->integer;
+	return true;
+}
+
+/*
+ * Removes every key that starts with prefix (rows and streams alike), one
+ * SCAN page and one UNLINK at a time.  Returns how many keys were removed;
+ * throws when Redis fails.
+ */
+int64
+cs_keyspace_unlink_prefix(const char *prefix)
+{
+	int64		removed = 0;
+
+	if (!cs_keyspace_scan(prefix, unlink_page, &removed))
+		cs_redis_raise_failure();
 	return removed;
 }

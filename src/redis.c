@@ -38,6 +38,7 @@
 #include "utils/timestamp.h"
 
 #include "cachesync.h"
+#include "functions.h"
 #include "redis.h"
 
 typedef enum CsFailure
@@ -376,14 +377,17 @@ open_socket(void)
 }
 
 /*
- * Sends AUTH and SELECT as the settings ask.  The password travels in the
- * command only; messages carry Redis's reply text, which never echoes it.
+ * Sends AUTH and SELECT as the settings ask, and asks for the version of
+ * the cachesync function library.  The password travels in the command
+ * only; messages carry Redis's reply text, which never echoes it.
+ * Returns false on failure; *lib_ok tells whether the library is current.
  */
 static bool
-handshake(void)
+handshake(bool *lib_ok)
 {
 	CsPipeline *p = cs_pipeline_create();
 	CsReply   **replies;
+	CsReply    *lib;
 	bool		ok;
 
 	if (cachesync_redis_password && cachesync_redis_password[0])
@@ -402,8 +406,7 @@ handshake(void)
 		snprintf(db, sizeof(db), "%d", cachesync_redis_db);
 		cs_pipeline_append_strs(p, 2, (const char *[]) {"SELECT", db});
 	}
-	if (p->ncommands == 0)
-		return true;
+	cs_pipeline_append_strs(p, 3, (const char *[]) {"FCALL", "cachesync_version", "0"});
 
 	replies = palloc0(sizeof(CsReply *) * p->ncommands);
 	ok = roundtrip(p->buf.data, p->buf.len, p->ncommands, replies);
@@ -411,11 +414,31 @@ handshake(void)
 	memset(p->buf.data, 0, p->buf.len);
 	if (!ok)
 		return false;
-	for (int i = 0; i < p->ncommands; i++)
+	for (int i = 0; i < p->ncommands - 1; i++)
 	{
 		if (replies[i]->type == CS_REPLY_ERROR)
 			return set_failure(CS_FAIL_AUTH, "%s", replies[i]->str);
 	}
+	lib = replies[p->ncommands - 1];
+	*lib_ok = (lib->type == CS_REPLY_STRING &&
+			   strcmp(lib->str, CS_FUNCTIONS_VERSION) == 0);
+	return true;
+}
+
+/* Loads (or replaces) the cachesync function library. */
+static bool
+load_functions(void)
+{
+	CsPipeline *p = cs_pipeline_create();
+	CsReply    *reply;
+
+	cs_pipeline_append_strs(p, 4, (const char *[]) {"FUNCTION", "LOAD", "REPLACE",
+							cs_functions_code});
+	if (!roundtrip(p->buf.data, p->buf.len, 1, &reply))
+		return false;
+	if (reply->type == CS_REPLY_ERROR)
+		return set_failure(CS_FAIL_AUTH, "could not load the cachesync function library: %s",
+						   reply->str);
 	return true;
 }
 
@@ -423,13 +446,15 @@ handshake(void)
 static bool
 ensure_connected(void)
 {
+	bool		lib_ok = false;
+
 	if (cs_ctx != NULL && (!params_unchanged() || connection_is_stale()))
 		cs_redis_disconnect();
 	if (cs_ctx != NULL)
 		return true;
 
 	remember_params();
-	if (open_socket() && handshake())
+	if (open_socket() && handshake(&lib_ok) && (lib_ok || load_functions()))
 		return true;
 	cs_redis_disconnect();
 	return false;

@@ -11,12 +11,16 @@
 #include "fmgr.h"
 #include "funcapi.h"
 #include "portability/instr_time.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/json.h"
+#include "catalog/pg_type.h"
 
 #include "cachesync.h"
 #include "redis.h"
 
 PG_FUNCTION_INFO_V1(cachesync_redis_status);
+PG_FUNCTION_INFO_V1(cachesync_redis_command);
 
 /* Returns the value of field in an INFO reply as a palloc'd string, or NULL. */
 static char *
@@ -98,4 +102,76 @@ cachesync_redis_status(PG_FUNCTION_ARGS)
 	values[6] = Float8GetDatum(INSTR_TIME_GET_MILLISEC(elapsed));
 
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
+}
+
+/* Appends reply to buf as JSON. */
+static void
+reply_json(StringInfo buf, const CsReply *r)
+{
+	switch (r->type)
+	{
+		case CS_REPLY_INTEGER:
+			appendStringInfo(buf, "%lld", r->integer);
+			break;
+		case CS_REPLY_NIL:
+			appendStringInfoString(buf, "null");
+			break;
+		case CS_REPLY_ARRAY:
+			appendStringInfoChar(buf, '[');
+			for (size_t i = 0; i < r->nelem; i++)
+			{
+				if (i > 0)
+					appendStringInfoString(buf, ", ");
+				reply_json(buf, r->elem[i]);
+			}
+			appendStringInfoChar(buf, ']');
+			break;
+		default:
+			escape_json(buf, r->str);
+			break;
+	}
+}
+
+/*
+ * cachesync.redis_command(VARIADIC args text[]) RETURNS text: runs one
+ * command; strings come back as they are, integers in decimal, nil as
+ * NULL, arrays as JSON.  Error replies raise an ERROR.
+ */
+Datum
+cachesync_redis_command(PG_FUNCTION_ARGS)
+{
+	ArrayType  *arr = PG_GETARG_ARRAYTYPE_P(0);
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+	const char **argv;
+	size_t	   *lens;
+	CsReply    *r;
+	StringInfoData buf;
+
+	deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	if (n == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a Redis command needs at least its name")));
+	argv = palloc(sizeof(char *) * n);
+	lens = palloc(sizeof(size_t) * n);
+	for (int i = 0; i < n; i++)
+	{
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("argument %d of the Redis command is NULL", i + 1)));
+		argv[i] = VARDATA_ANY(DatumGetPointer(elems[i]));
+		lens[i] = VARSIZE_ANY_EXHDR(DatumGetPointer(elems[i]));
+	}
+	r = cs_redis_command(n, argv, lens);
+	cs_redis_check_reply(r, "command");
+	if (r->type == CS_REPLY_NIL)
+		PG_RETURN_NULL();
+	if (r->type == CS_REPLY_STRING || r->type == CS_REPLY_STATUS)
+		PG_RETURN_TEXT_P(cstring_to_text_with_len(r->str, r->len));
+	initStringInfo(&buf);
+	reply_json(&buf, r);
+	PG_RETURN_TEXT_P(cstring_to_text(buf.data));
 }

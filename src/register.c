@@ -37,6 +37,7 @@
 #include "utils/timestamp.h"
 
 #include "cachesync.h"
+#include "capture.h"
 #include "keys.h"
 #include "keyspace.h"
 #include "registry.h"
@@ -537,6 +538,7 @@ cachesync_register(PG_FUNCTION_ARGS)
 
 	step.reg = &reg;
 	with_registrations(register_step, &step);
+	cs_capture_install(rel);
 	report_registration(RelationGetRelationName(rel), &step);
 
 	relation_close(rel, NoLock);
@@ -589,6 +591,7 @@ cachesync_unregister(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("table \"%s\" is not registered with cachesync", name)));
+	cs_capture_remove(rel);
 
 	if (PG_GETARG_BOOL(1))
 	{

@@ -211,6 +211,7 @@ load_entry(HeapTuple tup, TupleDesc desc)
 		return;					/* dropped; its row goes at the end of the DROP */
 	t = hash_search(cs_tables, &relid, HASH_ENTER, &found);
 	t->broken = NULL;
+	t->fmt = NULL;
 	if (!cs_mode_parse(TextDatumGetCString(heap_getattr(tup, Anum_reg_mode, desc, &isnull)),
 					   &t->mode))
 		t->broken = "unknown mode";
@@ -302,4 +303,56 @@ cs_registry_get(Oid relid)
 				 errdetail("%s.", t->broken),
 				 errhint("Register the table again with cachesync.register() to update its key and columns.")));
 	return t;
+}
+
+/* Returns the memory context that lives as long as the cached registrations. */
+MemoryContext
+cs_registry_context(void)
+{
+	if (!cs_registry_valid)
+		registry_load();
+	return cs_registry_cxt;
+}
+
+/*
+ * Returns the registered table whose full key prefix starts key, or NULL.
+ * Prefixes never overlap, so at most one matches.
+ */
+CsTable *
+cs_registry_match_key(const char *key, size_t len)
+{
+	HASH_SEQ_STATUS seq;
+	CsTable    *t;
+	size_t		glen = strlen(cachesync_key_prefix);
+
+	if (!cs_registry_valid)
+		registry_load();
+	if (len < glen || memcmp(key, cachesync_key_prefix, glen) != 0)
+		return NULL;
+	hash_seq_init(&seq, cs_tables);
+	while ((t = hash_seq_search(&seq)) != NULL)
+	{
+		size_t		plen = strlen(t->key_prefix);
+
+		if (len - glen >= plen && memcmp(key + glen, t->key_prefix, plen) == 0)
+		{
+			hash_seq_term(&seq);
+			return t;
+		}
+	}
+	return NULL;
+}
+
+/* Calls fn for every registered table. */
+void
+cs_registry_foreach(void (*fn) (CsTable *t, void *arg), void *arg)
+{
+	HASH_SEQ_STATUS seq;
+	CsTable    *t;
+
+	if (!cs_registry_valid)
+		registry_load();
+	hash_seq_init(&seq, cs_tables);
+	while ((t = hash_seq_search(&seq)) != NULL)
+		fn(t, arg);
 }

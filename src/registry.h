@@ -44,6 +44,7 @@ typedef struct CsTable
 	int			ncolumns;		/* otherwise the cached columns, keys included */
 	AttrNumber *column_attnums; /* in attribute order */
 	char	   *broken;			/* why the registration no longer resolves */
+	struct CsRowFormat *fmt;	/* built on first use by rowformat.c */
 } CsTable;
 
 /* columns of cachesync.registrations */
@@ -59,6 +60,9 @@ typedef struct CsTable
 #define Natts_reg				10
 
 extern CsTable *cs_registry_lookup(Oid relid);
+extern MemoryContext cs_registry_context(void);
+extern CsTable *cs_registry_match_key(const char *key, size_t len);
+extern void cs_registry_foreach(void (*fn) (CsTable *t, void *arg), void *arg);
 extern CsTable *cs_registry_get(Oid relid);
 extern Oid	cs_registry_relid(void);
 extern void cs_registry_invalidate(void);

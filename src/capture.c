@@ -1,0 +1,847 @@
+/*-------------------------------------------------------------------------
+ *
+ * capture.c
+ *	  Row triggers that capture changes of registered tables, and the
+ *	  transaction callbacks that send them on at the right moment.
+ *
+ * Each transaction keeps, per Redis key, the latest state of that key: the
+ * new value (write_through), or just "changed" (write_around, async).  A
+ * key's state is a stack by subtransaction, so ROLLBACK TO SAVEPOINT pops
+ * what the rolled-back subtransaction did.
+ *
+ * At pre-commit:
+ *   - async keys and TRUNCATEs go to the durable queue (one INSERT);
+ *   - write_through and write_around keys are recorded in this process's
+ *     intent set in Redis, and write_through values are pushed, fenced by a
+ *     version (version.c), all in one pipeline.  If Redis cannot be reached,
+ *     cachesync.on_redis_error decides: queue them, or fail the transaction.
+ * After commit (the commit is durable and visible): write_around keys are
+ *   deleted, fenced by a version drawn now, so no reader can put the old row
+ *   back.  A failure here cannot fail anything any more: the worker heals
+ *   the keys from the intent set.
+ * At abort: pushed values are undone (only where our version still stands).
+ * After a crash between the push and the commit record no callback runs:
+ *   the worker heals the intent sets of the previous generation at start.
+ * PREPARE TRANSACTION sends every key to the queue instead: the worker syncs
+ *   them once COMMIT PREPARED makes them visible.
+ *
+ * A transaction that changes more than cachesync.max_transaction_changes
+ * keys stops keeping them in memory: they go to the queue in batches, and
+ * the worker syncs them after commit.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/relation.h"
+#include "access/tupconvert.h"
+#include "access/xact.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "storage/proc.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+
+#include "cachesync.h"
+#include "capture.h"
+#include "keys.h"
+#include "queue.h"
+#include "redis.h"
+#include "registry.h"
+#include "rowformat.h"
+#include "shmem.h"
+#include "stats.h"
+#include "version.h"
+
+PG_FUNCTION_INFO_V1(cachesync_capture);
+PG_FUNCTION_INFO_V1(cachesync_capture_truncate);
+
+/* intent sets live a day: the worker heals them long before */
+#define CS_INTENT_TTL_MS "86400000"
+/* keys per SADD */
+#define CS_INTENT_CHUNK 512
+
+/* One state of one key, at one subtransaction level. */
+typedef struct CsKeyState
+{
+	SubTransactionId subid;
+	CsValue    *value;			/* write_through: new value; NULL: deleted */
+	struct CsKeyState *prev;	/* the state before this subtransaction */
+} CsKeyState;
+
+/* A key changed by the current transaction. */
+typedef struct CsKeyEntry
+{
+	char	   *key;			/* hash key: the full Redis key */
+	Oid			relid;
+	CsKeyState *top;
+} CsKeyEntry;
+
+/* A TRUNCATE in the current transaction. */
+typedef struct CsTruncate
+{
+	Oid			relid;
+	SubTransactionId subid;
+} CsTruncate;
+
+/* the current transaction's changes, in TopTransactionContext */
+static HTAB *xact_keys = NULL;
+static int	xact_nkeys = 0;
+static List *xact_truncates = NIL;
+static SubTransactionId xact_max_subid = InvalidSubTransactionId;
+static bool xact_spilled = false;
+static CsQueueBatch xact_spill;
+static SubTransactionId *xact_spill_subids = NULL;
+static MemoryContext xact_spill_cxt = NULL;
+
+/* set at pre-commit for the commit and abort callbacks */
+static List *xact_pushed = NIL;		/* keys whose values were pushed */
+static List *xact_invalidate = NIL;	/* write_around keys to delete */
+static uint64 xact_version = 0;
+static bool xact_publishing = false;
+static bool xact_queued = false;
+
+static bool callbacks_registered = false;
+
+bool		cs_capture_suppressed = false;
+
+/* Creates the key table of the current transaction. */
+static void
+xact_init(void)
+{
+	xact_keys = cs_keyset_create("cachesync transaction keys", 256,
+								 sizeof(CsKeyEntry), TopTransactionContext);
+	xact_nkeys = 0;
+}
+
+/* Forgets everything about the current transaction. */
+static void
+xact_reset(void)
+{
+	xact_keys = NULL;
+	xact_nkeys = 0;
+	xact_truncates = NIL;
+	xact_max_subid = InvalidSubTransactionId;
+	xact_spilled = false;
+	memset(&xact_spill, 0, sizeof(xact_spill));
+	xact_spill_subids = NULL;
+	xact_spill_cxt = NULL;
+	xact_pushed = NIL;
+	xact_invalidate = NIL;
+	xact_version = 0;
+	xact_queued = false;
+}
+
+/* Returns true when the current transaction has cache work. */
+static bool
+xact_has_work(void)
+{
+	return xact_keys != NULL || xact_truncates != NIL || xact_spilled;
+}
+
+/* Starts an empty spill buffer in a fresh memory context. */
+static void
+new_spill_buffer(void)
+{
+	if (xact_spill_cxt == NULL)
+		xact_spill_cxt = AllocSetContextCreate(TopTransactionContext,
+											   "cachesync spilled keys",
+											   ALLOCSET_DEFAULT_SIZES);
+	else
+		MemoryContextReset(xact_spill_cxt);
+	memset(&xact_spill, 0, sizeof(xact_spill));
+	xact_spill_subids = MemoryContextAlloc(xact_spill_cxt,
+										   sizeof(SubTransactionId) * CS_INTENT_CHUNK * 2);
+}
+
+/* Sends the spilled keys gathered so far to the queue. */
+static void
+flush_spill(void)
+{
+	if (xact_spill.n == 0)
+		return;
+	cs_queue_insert(&xact_spill);
+	xact_queued = true;
+	new_spill_buffer();
+}
+
+/*
+ * Switches the transaction to queue mode: from now on changed keys go to
+ * the queue in batches instead of memory.  The keys already in memory stay
+ * there (their subtransaction stacks are still needed) and are queued at
+ * pre-commit.
+ */
+static void
+spill(void)
+{
+	xact_spilled = true;
+	new_spill_buffer();
+}
+
+/* Records a change of key in queue mode. */
+static void
+record_spilled(Oid relid, const char *key)
+{
+	MemoryContext old;
+
+	if (xact_spill.n >= CS_INTENT_CHUNK * 2)
+		flush_spill();
+	old = MemoryContextSwitchTo(xact_spill_cxt);
+	xact_spill_subids[xact_spill.n] = GetCurrentSubTransactionId();
+	cs_queue_batch_add(&xact_spill, relid, key);
+	MemoryContextSwitchTo(old);
+}
+
+/* Records the new state of key (value NULL: deleted or just changed). */
+static void
+record_change(CsTable *t, char *key, CsValue *value)
+{
+	SubTransactionId subid = GetCurrentSubTransactionId();
+	CsKeyEntry *e;
+	CsKeyState *s;
+	bool		found;
+	MemoryContext old;
+
+	if (xact_spilled)
+	{
+		record_spilled(t->relid, key);
+		return;
+	}
+	if (xact_keys == NULL)
+		xact_init();
+	old = MemoryContextSwitchTo(TopTransactionContext);
+	e = hash_search(xact_keys, &key, HASH_ENTER, &found);
+	if (!found)
+	{
+		e->key = pstrdup(key);	/* the entry keeps its own copy */
+		e->relid = t->relid;
+		e->top = NULL;
+		xact_nkeys++;
+	}
+	if (e->top != NULL && e->top->subid == subid)
+		s = e->top;
+	else
+	{
+		s = palloc(sizeof(CsKeyState));
+		s->subid = subid;
+		s->prev = e->top;
+		e->top = s;
+	}
+	s->value = NULL;
+	if (value != NULL)
+	{
+		s->value = palloc(sizeof(CsValue));
+		s->value->nargs = value->nargs;
+		s->value->args = palloc(sizeof(char *) * Max(value->nargs, 1));
+		s->value->lens = palloc(sizeof(size_t) * Max(value->nargs, 1));
+		for (int i = 0; i < value->nargs; i++)
+		{
+			s->value->args[i] = pnstrdup(value->args[i], value->lens[i]);
+			s->value->lens[i] = value->lens[i];
+		}
+	}
+	xact_max_subid = Max(xact_max_subid, subid);
+	MemoryContextSwitchTo(old);
+
+	if (xact_nkeys > cachesync_max_transaction_changes)
+		spill();
+}
+
+/* Drops what the aborted subtransaction subid and its children recorded. */
+static void
+subxact_abort(SubTransactionId subid)
+{
+	HASH_SEQ_STATUS seq;
+	CsKeyEntry *e;
+	ListCell   *lc;
+	int			kept = 0;
+
+	if (xact_keys != NULL && subid <= xact_max_subid)
+	{
+		hash_seq_init(&seq, xact_keys);
+		while ((e = hash_seq_search(&seq)) != NULL)
+		{
+			while (e->top != NULL && e->top->subid >= subid)
+				e->top = e->top->prev;
+			if (e->top == NULL)
+			{
+				hash_search(xact_keys, &e->key, HASH_REMOVE, NULL);
+				xact_nkeys--;
+			}
+		}
+	}
+	foreach(lc, xact_truncates)
+	{
+		CsTruncate *tr = lfirst(lc);
+
+		if (tr->subid >= subid)
+			xact_truncates = foreach_delete_current(xact_truncates, lc);
+	}
+	/* spilled keys of the subtransaction vanished with its queue rows */
+	for (int i = 0; i < xact_spill.n; i++)
+	{
+		if (xact_spill_subids[i] < subid)
+		{
+			xact_spill_subids[kept] = xact_spill_subids[i];
+			xact_spill.relids[kept] = xact_spill.relids[i];
+			xact_spill.keys[kept++] = xact_spill.keys[i];
+		}
+	}
+	xact_spill.n = kept;
+}
+
+/* Returns the name of this process's intent set. */
+static char *
+intent_key(void)
+{
+	return psprintf("%s%sintent:" UINT64_FORMAT ":%d", cachesync_key_prefix,
+					CS_INTERNAL_PREFIX, cs_shared->generation, MyProc->pgprocno);
+}
+
+/* Returns the version key that fences key. */
+char *
+cs_version_key(const char *key)
+{
+	size_t		glen = strlen(cachesync_key_prefix);
+
+	return psprintf("%.*s%sv:%s", (int) glen, key, CS_INTERNAL_PREFIX, key + glen);
+}
+
+/* Appends SADDs of keys to the intent set, resetting it first unless the worker still has to heal it. */
+static void
+append_intents(CsPipeline *p, List *keys)
+{
+	char	   *ikey = intent_key();
+	bool		heal_pending = pg_atomic_read_u32(&cs_shared->slots[MyProc->pgprocno].heal) > 0;
+	const char **argv = palloc(sizeof(char *) * (CS_INTENT_CHUNK + 2));
+	int			argc = 0;
+	ListCell   *lc;
+
+	if (!heal_pending)
+		cs_pipeline_append_strs(p, 2, (const char *[]) {"DEL", ikey});
+	foreach(lc, keys)
+	{
+		if (argc == 0)
+		{
+			argv[argc++] = "SADD";
+			argv[argc++] = ikey;
+		}
+		argv[argc++] = lfirst(lc);
+		if (argc == CS_INTENT_CHUNK + 2 || lnext(keys, lc) == NULL)
+		{
+			cs_pipeline_append_strs(p, argc, argv);
+			argc = 0;
+		}
+	}
+	cs_pipeline_append_strs(p, 3, (const char *[]) {"PEXPIRE", ikey, CS_INTENT_TTL_MS});
+}
+
+/* Appends a fenced put (value) or delete (NULL) of key. */
+void
+cs_append_fenced_write(CsPipeline *p, CsTable *t, const char *key,
+					   CsValue *value, uint64 version)
+{
+	char		vbuf[32];
+	char		ttl[32];
+	char		tomb[32];
+	const char **argv = palloc(sizeof(char *) * (8 + (value ? value->nargs : 0)));
+	size_t	   *lens = palloc(sizeof(size_t) * (8 + (value ? value->nargs : 0)));
+	int			argc = 0;
+
+	snprintf(vbuf, sizeof(vbuf), UINT64_FORMAT, version);
+	argv[argc++] = "FCALL";
+	argv[argc++] = value ? "cachesync_put" : "cachesync_del";
+	argv[argc++] = "2";
+	argv[argc++] = key;
+	argv[argc++] = cs_version_key(key);
+	argv[argc++] = vbuf;
+	if (value)
+	{
+		snprintf(ttl, sizeof(ttl), INT64_FORMAT, t->ttl_ms);
+		argv[argc++] = ttl;
+		argv[argc++] = t->format == CS_FORMAT_JSON ? "json" : "hash";
+	}
+	else
+	{
+		snprintf(tomb, sizeof(tomb), "%d", cachesync_tombstone_ttl);
+		argv[argc++] = tomb;
+	}
+	for (int i = 0; i < argc; i++)
+		lens[i] = strlen(argv[i]);
+	for (int i = 0; value && i < value->nargs; i++)
+	{
+		argv[argc] = value->args[i];
+		lens[argc++] = value->lens[i];
+	}
+	cs_pipeline_append(p, argc, argv, lens);
+}
+
+/* Appends an undo of what version wrote to key. */
+static void
+append_undo(CsPipeline *p, const char *key, uint64 version)
+{
+	char		vbuf[32];
+	char		tomb[32];
+
+	snprintf(vbuf, sizeof(vbuf), UINT64_FORMAT, version);
+	snprintf(tomb, sizeof(tomb), "%d", cachesync_tombstone_ttl);
+	cs_pipeline_append_strs(p, 7, (const char *[]) {"FCALL", "cachesync_undo", "2",
+							key, cs_version_key(key), vbuf, tomb});
+}
+
+/* Returns true when every reply of a run is free of errors. */
+bool
+cs_replies_ok(CsReply **replies, int n, const char **error)
+{
+	for (int i = 0; i < n; i++)
+	{
+		if (replies[i]->type == CS_REPLY_ERROR)
+		{
+			*error = replies[i]->str;
+			return false;
+		}
+	}
+	return true;
+}
+
+/* Counts n events of kind stat for every table of keys. */
+static void
+count_keys(List *keys, CsStat stat)
+{
+	ListCell   *lc;
+	Oid			last = InvalidOid;
+	int64		n = 0;
+
+	foreach(lc, keys)
+	{
+		CsTable    *t = cs_registry_match_key(lfirst(lc), strlen(lfirst(lc)));
+		Oid			relid = t ? t->relid : InvalidOid;
+
+		if (relid != last && n > 0)
+		{
+			cs_stats_add(last, stat, n);
+			n = 0;
+		}
+		last = relid;
+		n++;
+	}
+	if (n > 0)
+		cs_stats_add(last, stat, n);
+}
+
+/* Records a Redis failure against every table of keys. */
+static void
+count_failure(List *keys, const char *message)
+{
+	ListCell   *lc;
+	Oid			last = InvalidOid;
+
+	foreach(lc, keys)
+	{
+		CsTable    *t = cs_registry_match_key(lfirst(lc), strlen(lfirst(lc)));
+
+		if (t && t->relid != last)
+			cs_stats_error(t->relid, message);
+		last = t ? t->relid : InvalidOid;
+	}
+}
+
+/*
+ * Sends intents and write_through values in one pipeline.  Returns false
+ * when Redis could not take them all; *error says why.
+ */
+static bool
+push(List *through, List *through_tables, List *around, const char **error)
+{
+	CsPipeline *p = cs_pipeline_create();
+	CsReply   **replies;
+	ListCell   *lc;
+	ListCell   *tc;
+
+	xact_version = cs_version_begin_push();
+	xact_publishing = true;
+	append_intents(p, list_concat_copy(through, around));
+	forboth(lc, through, tc, through_tables)
+	{
+		CsKeyEntry *e = hash_search(xact_keys, &lfirst(lc), HASH_FIND, NULL);
+
+		cs_append_fenced_write(p, lfirst(tc), lfirst(lc), e->top->value, xact_version);
+	}
+	xact_pushed = through;
+	if (!cs_redis_try_run(p, &replies))
+	{
+		*error = cs_redis_last_error();
+		return false;
+	}
+	if (!cs_replies_ok(replies, p->ncommands, error))
+	{
+		/* e.g. the function library was flushed: reload it on reconnect */
+		cs_redis_disconnect();
+		return false;
+	}
+	return true;
+}
+
+/* Raises the error of a push that failed with on_redis_error = error. */
+static void
+push_failed(const char *error)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_CONNECTION_FAILURE),
+			 errmsg("could not write the transaction's changes to Redis at %s",
+					cs_redis_server()),
+			 errdetail_internal("%s", error),
+			 errhint("With cachesync.on_redis_error = queue the transaction would commit and the worker would apply the changes once Redis is back.")));
+}
+
+/*
+ * Pre-commit: queue async keys and TRUNCATEs, push write_through values and
+ * intents, remember write_around keys for after the commit.
+ */
+static void
+pre_commit(bool prepare)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
+	CsQueueBatch queue = {0};
+	List	   *through = NIL;
+	List	   *through_tables = NIL;
+	List	   *around = NIL;
+	HASH_SEQ_STATUS seq;
+	CsKeyEntry *e;
+	ListCell   *lc;
+	const char *error = NULL;
+
+	foreach(lc, xact_truncates)
+		cs_queue_batch_add(&queue, ((CsTruncate *) lfirst(lc))->relid, NULL);
+	if (xact_keys != NULL)
+	{
+		hash_seq_init(&seq, xact_keys);
+		while ((e = hash_seq_search(&seq)) != NULL)
+		{
+			CsTable    *t = cs_registry_lookup(e->relid);
+
+			if (t == NULL || prepare || xact_spilled || t->mode == CS_MODE_ASYNC)
+				cs_queue_batch_add(&queue, e->relid, e->key);
+			else if (t->mode == CS_MODE_WRITE_AROUND)
+				around = lappend(around, e->key);
+			else
+			{
+				through = lappend(through, e->key);
+				through_tables = lappend(through_tables, t);
+			}
+		}
+	}
+
+	if ((through != NIL || around != NIL) && !push(through, through_tables, around, &error))
+	{
+		count_failure(list_concat_copy(through, around), error);
+		if (cachesync_on_redis_error == CS_ON_ERROR_ERROR)
+			push_failed(error);
+		foreach(lc, list_concat_copy(through, around))
+		{
+			CsTable    *t = cs_registry_match_key(lfirst(lc), strlen(lfirst(lc)));
+
+			if (t)
+				cs_queue_batch_add(&queue, t->relid, lfirst(lc));
+		}
+		around = NIL;
+	}
+	else
+		count_keys(through, CS_STAT_PUSHED);
+	xact_invalidate = around;
+
+	flush_spill();
+	if (queue.n > 0)
+	{
+		for (int i = 0; i < queue.n; i++)
+			cs_stats_add(queue.relids[i], CS_STAT_QUEUED, 1);
+		cs_queue_insert(&queue);
+		xact_queued = true;
+	}
+	MemoryContextSwitchTo(old);
+}
+
+/* After commit: delete write_around keys, fenced by a version drawn now. */
+static void
+post_commit(void)
+{
+	CsPipeline *p;
+	CsReply   **replies;
+	ListCell   *lc;
+	uint64		version;
+	const char *error;
+
+	if (xact_invalidate == NIL)
+		return;
+	p = cs_pipeline_create();
+	version = cs_version_next();
+	foreach(lc, xact_invalidate)
+		cs_append_fenced_write(p, cs_registry_match_key(lfirst(lc), strlen(lfirst(lc))),
+							   lfirst(lc), NULL, version);
+	if (cs_redis_try_run(p, &replies) && cs_replies_ok(replies, p->ncommands, &error))
+		count_keys(xact_invalidate, CS_STAT_INVALIDATED);
+	else
+	{
+		count_failure(xact_invalidate, cs_redis_last_error());
+		cs_request_heal();
+	}
+}
+
+/* After abort: undo the values pushed at pre-commit. */
+static void
+undo_pushed(void)
+{
+	CsPipeline *p;
+	CsReply   **replies;
+	ListCell   *lc;
+	const char *error;
+
+	if (xact_pushed == NIL)
+		return;
+	p = cs_pipeline_create();
+	foreach(lc, xact_pushed)
+		append_undo(p, lfirst(lc), xact_version);
+	if (!cs_redis_try_run(p, &replies) || !cs_replies_ok(replies, p->ncommands, &error))
+		cs_request_heal();
+}
+
+/* Transaction callback: see the file header. */
+static void
+xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_PRE_COMMIT:
+		case XACT_EVENT_PRE_PREPARE:
+			if (xact_has_work())
+				pre_commit(event == XACT_EVENT_PRE_PREPARE);
+			break;
+		case XACT_EVENT_COMMIT:
+			post_commit();
+			if (xact_publishing)
+				cs_version_end_push();
+			xact_publishing = false;
+			if (xact_queued)
+				cs_wake_worker();
+			xact_reset();
+			break;
+		case XACT_EVENT_ABORT:
+			undo_pushed();
+			if (xact_publishing)
+				cs_version_end_push();
+			xact_publishing = false;
+			xact_reset();
+			break;
+		case XACT_EVENT_PREPARE:
+			xact_reset();
+			break;
+		default:
+			break;
+	}
+}
+
+/* Subtransaction callback: drops the changes of rolled-back savepoints. */
+static void
+subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+				 SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_START_SUB && xact_spilled)
+		flush_spill();			/* spilled keys so far belong to the parent */
+	else if (event == SUBXACT_EVENT_ABORT_SUB && xact_has_work())
+		subxact_abort(mySubid);
+}
+
+/* Registers the callbacks once per process. */
+static void
+register_callbacks(void)
+{
+	if (callbacks_registered)
+		return;
+	RegisterXactCallback(xact_callback, NULL);
+	RegisterSubXactCallback(subxact_callback, NULL);
+	callbacks_registered = true;
+}
+
+/* The table a trigger serves: its only argument is the registered relid. */
+static CsTable *
+trigger_table(TriggerData *td)
+{
+	Oid			relid;
+
+	if (td->tg_trigger->tgnargs != 1)
+		elog(ERROR, "cachesync trigger needs the registered table's OID as its argument");
+	relid = (Oid) strtoul(td->tg_trigger->tgargs[0], NULL, 10);
+	return cs_registry_lookup(relid);
+}
+
+/*
+ * Converts a partition's tuple to the registered table's row type.
+ * Returns the tuple unchanged for the registered table itself.
+ */
+static HeapTuple
+as_registered_row(CsTable *t, Relation rel, HeapTuple tuple, TupleDesc *desc)
+{
+	Relation	root;
+	TupleConversionMap *map;
+	HeapTuple	converted;
+
+	*desc = RelationGetDescr(rel);
+	if (tuple == NULL || RelationGetRelid(rel) == t->relid)
+		return tuple;
+	root = relation_open(t->relid, AccessShareLock);
+	map = convert_tuples_by_name(RelationGetDescr(rel), RelationGetDescr(root));
+	converted = map ? execute_attr_map_tuple(tuple, map) : tuple;
+	*desc = CreateTupleDescCopy(RelationGetDescr(root));
+	relation_close(root, AccessShareLock);
+	return converted;
+}
+
+/* Records the change of one row. */
+static void
+capture_row(CsTable *t, HeapTuple oldtup, HeapTuple newtup, TupleDesc desc)
+{
+	char	   *oldkey = oldtup ? cs_row_key(t, oldtup, desc) : NULL;
+	char	   *newkey = newtup ? cs_row_key(t, newtup, desc) : NULL;
+	bool		values = (t->mode == CS_MODE_WRITE_THROUGH || t->mode == CS_MODE_WRITE_BACK);
+
+	if (oldkey && newkey && strcmp(oldkey, newkey) == 0)
+	{
+		if (cs_row_cached_equal(t, oldtup, newtup, desc))
+			return;				/* no cached column changed */
+		oldkey = NULL;
+	}
+	if (oldkey)
+		record_change(t, oldkey, NULL);
+	if (newkey)
+		record_change(t, newkey, values && !xact_spilled ? cs_row_value(t, newtup, desc) : NULL);
+}
+
+/* cachesync.capture(): AFTER INSERT OR UPDATE OR DELETE FOR EACH ROW */
+Datum
+cachesync_capture(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	CsTable    *t;
+	TupleDesc	desc;
+	HeapTuple	oldtup = NULL;
+	HeapTuple	newtup = NULL;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_ROW(td->tg_event) ||
+		!TRIGGER_FIRED_AFTER(td->tg_event))
+		elog(ERROR, "cachesync.capture() must be an AFTER ... FOR EACH ROW trigger");
+	if (!cachesync_enabled || cs_capture_suppressed)
+		return PointerGetDatum(NULL);
+	cs_shmem_require();
+	t = trigger_table(td);
+	if (t == NULL)
+		return PointerGetDatum(NULL);
+	if (t->broken)
+		cs_registry_get(t->relid);	/* throws with the reason */
+	register_callbacks();
+
+	if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
+		newtup = td->tg_trigtuple;
+	else if (TRIGGER_FIRED_BY_DELETE(td->tg_event))
+		oldtup = td->tg_trigtuple;
+	else
+	{
+		oldtup = td->tg_trigtuple;
+		newtup = td->tg_newtuple;
+	}
+	oldtup = as_registered_row(t, td->tg_relation, oldtup, &desc);
+	newtup = as_registered_row(t, td->tg_relation, newtup, &desc);
+	capture_row(t, oldtup, newtup, desc);
+	return PointerGetDatum(NULL);
+}
+
+/* Turns every key of relid recorded so far into a deletion. */
+static void
+forget_table_keys(CsTable *t)
+{
+	HASH_SEQ_STATUS seq;
+	CsKeyEntry *e;
+	List	   *keys = NIL;
+	ListCell   *lc;
+
+	if (xact_keys == NULL)
+		return;
+	hash_seq_init(&seq, xact_keys);
+	while ((e = hash_seq_search(&seq)) != NULL)
+	{
+		if (e->relid == t->relid)
+			keys = lappend(keys, e->key);
+	}
+	foreach(lc, keys)
+		record_change(t, lfirst(lc), NULL);
+}
+
+/* cachesync.capture_truncate(): AFTER TRUNCATE FOR EACH STATEMENT */
+Datum
+cachesync_capture_truncate(PG_FUNCTION_ARGS)
+{
+	TriggerData *td = (TriggerData *) fcinfo->context;
+	CsTable    *t;
+	CsTruncate *tr;
+	MemoryContext old;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BY_TRUNCATE(td->tg_event))
+		elog(ERROR, "cachesync.capture_truncate() must be an AFTER TRUNCATE trigger");
+	if (!cachesync_enabled || cs_capture_suppressed)
+		return PointerGetDatum(NULL);
+	cs_shmem_require();
+	t = trigger_table(td);
+	if (t == NULL)
+		return PointerGetDatum(NULL);
+	register_callbacks();
+	forget_table_keys(t);
+	old = MemoryContextSwitchTo(TopTransactionContext);
+	tr = palloc(sizeof(CsTruncate));
+	tr->relid = t->relid;
+	tr->subid = GetCurrentSubTransactionId();
+	xact_truncates = lappend(xact_truncates, tr);
+	MemoryContextSwitchTo(old);
+	return PointerGetDatum(NULL);
+}
+
+/* Runs a utility statement through SPI as the current user. */
+static void
+spi_utility(const char *sql)
+{
+	if (SPI_execute(sql, false, 0) < 0)
+		elog(ERROR, "could not run: %s", sql);
+}
+
+/* Creates the capture triggers on rel, or replaces them. */
+void
+cs_capture_install(Relation rel)
+{
+	char	   *name = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+												  RelationGetRelationName(rel));
+	Oid			relid = RelationGetRelid(rel);
+
+	SPI_connect();
+	spi_utility(psprintf("CREATE OR REPLACE TRIGGER cachesync_capture AFTER INSERT OR UPDATE OR DELETE ON %s "
+						 "FOR EACH ROW EXECUTE FUNCTION cachesync.capture('%u')", name, relid));
+	spi_utility(psprintf("CREATE OR REPLACE TRIGGER cachesync_truncate AFTER TRUNCATE ON %s "
+						 "FOR EACH STATEMENT EXECUTE FUNCTION cachesync.capture_truncate('%u')",
+						 name, relid));
+	SPI_finish();
+}
+
+/* Drops the capture triggers of rel. */
+void
+cs_capture_remove(Relation rel)
+{
+	char	   *name = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+												  RelationGetRelationName(rel));
+
+	SPI_connect();
+	spi_utility(psprintf("DROP TRIGGER IF EXISTS cachesync_capture ON %s", name));
+	spi_utility(psprintf("DROP TRIGGER IF EXISTS cachesync_truncate ON %s", name));
+	SPI_finish();
+}

@@ -1,0 +1,29 @@
+/*-------------------------------------------------------------------------
+ *
+ * capture.h
+ *	  Change capture (row triggers and transaction callbacks) and the
+ *	  fenced cache writes every writer shares.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CACHESYNC_CAPTURE_H
+#define CACHESYNC_CAPTURE_H
+
+#include "utils/relcache.h"
+
+#include "redis.h"
+#include "registry.h"
+#include "rowformat.h"
+
+/* set while the worker applies write-back entries: nothing is captured */
+extern bool cs_capture_suppressed;
+
+extern void cs_capture_install(Relation rel);
+extern void cs_capture_remove(Relation rel);
+
+extern char *cs_version_key(const char *key);
+extern void cs_append_fenced_write(CsPipeline *p, CsTable *t, const char *key,
+								   CsValue *value, uint64 version);
+extern bool cs_replies_ok(CsReply **replies, int n, const char **error);
+
+#endif							/* CACHESYNC_CAPTURE_H */

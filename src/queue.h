@@ -1,0 +1,26 @@
+/*-------------------------------------------------------------------------
+ *
+ * queue.h
+ *	  The durable queue (cachesync.queue): keys whose cache entry the worker
+ *	  must bring in line with the table.  Rows are added inside the writer's
+ *	  transaction, so they commit or vanish with it.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CACHESYNC_QUEUE_H
+#define CACHESYNC_QUEUE_H
+
+/* keys gathered for one INSERT into the queue */
+typedef struct CsQueueBatch
+{
+	int			n;
+	int			cap;
+	Oid		   *relids;
+	char	  **keys;			/* NULL: every key of the table (TRUNCATE) */
+} CsQueueBatch;
+
+extern void cs_queue_batch_add(CsQueueBatch *b, Oid relid, const char *key);
+extern void cs_queue_insert(CsQueueBatch *b);
+extern Oid	cs_extension_table_owner(const char *relname);
+
+#endif							/* CACHESYNC_QUEUE_H */

@@ -1,0 +1,24 @@
+/*-------------------------------------------------------------------------
+ *
+ * sync.h
+ *	  Bringing cache entries in line with committed rows (populator path).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef CACHESYNC_SYNC_H
+#define CACHESYNC_SYNC_H
+
+#include "nodes/pg_list.h"
+
+#include "registry.h"
+
+typedef struct CsSyncResult
+{
+	int64		pushed;			/* rows written */
+	int64		removed;		/* keys whose row is gone */
+} CsSyncResult;
+
+extern bool cs_sync_keys(CsTable *t, List *keys, uint64 version, CsSyncResult *result);
+extern bool cs_sync_prefix(CsTable *t, uint64 version, CsSyncResult *result);
+
+#endif							/* CACHESYNC_SYNC_H */

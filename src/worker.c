@@ -1,0 +1,472 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *	  The cachesync background worker: ships the durable queue to Redis
+ *	  and heals keys whose push or invalidation could not be finished.
+ *
+ * One worker serves cachesync.database.  Each round, in this order:
+ *   1. after start and after every Redis outage: heal the intent sets left
+ *      by an earlier generation (a crash between a push and its commit
+ *      record), and those this generation's backends asked for;
+ *   2. ship the queue, cachesync.batch_size entries per transaction, until
+ *      it is empty.
+ * Then it sleeps on its latch, which committing writers set, for at most a
+ * second (to notice COMMIT PREPARED and heal requests), or backs off up to
+ * CS_MAX_BACKOFF_MS while Redis is down, logging the outage once.
+ *
+ * A queue batch is: read the entries (FOR UPDATE SKIP LOCKED), draw a
+ * populator version, read the current rows, write them fenced, delete the
+ * entries, commit.  A Redis failure rolls the batch back, so no entry is
+ * lost; replaying one twice is harmless (it writes the committed row).
+ * On a standby the worker does not start (BgWorkerStart_RecoveryFinished).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+#include "cachesync.h"
+#include "keys.h"
+#include "keyspace.h"
+#include "redis.h"
+#include "registry.h"
+#include "shmem.h"
+#include "stats.h"
+#include "sync.h"
+#include "version.h"
+#include "worker.h"
+
+#define CS_IDLE_WAIT_MS 1000
+#define CS_MAX_BACKOFF_MS 5000
+
+PGDLLEXPORT void cachesync_worker_main(Datum arg);
+
+/* outcome of one unit of work */
+typedef enum CsWork
+{
+	CS_WORK_IDLE,				/* nothing to do */
+	CS_WORK_DONE,				/* did something: look again at once */
+	CS_WORK_REDIS_DOWN			/* Redis failed: back off */
+} CsWork;
+
+static bool redis_down = false;
+static bool healed_since_connect = false;
+
+/* Registers the worker; called from _PG_init while preloading. */
+void
+cs_worker_register(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 5;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "cachesync");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "cachesync_worker_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "cachesync worker");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "cachesync worker");
+	RegisterBackgroundWorker(&worker);
+}
+
+/* Notes a Redis failure: logged once per outage. */
+static CsWork
+redis_failed(const char *what)
+{
+	if (!redis_down)
+		ereport(LOG,
+				(errmsg("cachesync worker: Redis at %s is unreachable; retrying",
+						cs_redis_server()),
+				 errdetail_internal("%s: %s", what, cs_redis_last_error())));
+	redis_down = true;
+	healed_since_connect = false;
+	return CS_WORK_REDIS_DOWN;
+}
+
+/* Notes that Redis answered again. */
+static void
+redis_ok(void)
+{
+	if (redis_down)
+		ereport(LOG,
+				(errmsg("cachesync worker: Redis at %s is reachable again",
+						cs_redis_server())));
+	redis_down = false;
+}
+
+/* Returns true when the extension exists in this database. */
+static bool
+extension_installed(void)
+{
+	Oid			nsp = get_namespace_oid("cachesync", true);
+
+	return OidIsValid(nsp) && OidIsValid(get_relname_relid("queue", nsp));
+}
+
+/* Keys of one table gathered for syncing. */
+typedef struct TableKeys
+{
+	Oid			relid;
+	bool		truncated;
+	List	   *keys;
+	HTAB	   *seen;
+} TableKeys;
+
+/* Returns the entry of relid in *tables, adding it. */
+static TableKeys *
+table_keys(List **tables, Oid relid)
+{
+	ListCell   *lc;
+	TableKeys  *tk;
+
+	foreach(lc, *tables)
+	{
+		tk = lfirst(lc);
+		if (tk->relid == relid)
+			return tk;
+	}
+	tk = palloc0(sizeof(TableKeys));
+	tk->relid = relid;
+	tk->seen = cs_keyset_create("cachesync batch keys", 64, sizeof(char *),
+								CurrentMemoryContext);
+	*tables = lappend(*tables, tk);
+	return tk;
+}
+
+/* Adds key (NULL: the whole table) to its table's entry, once. */
+static void
+add_key(List **tables, Oid relid, char *key)
+{
+	TableKeys  *tk = table_keys(tables, relid);
+	bool		found;
+
+	if (key == NULL)
+	{
+		tk->truncated = true;
+		return;
+	}
+	hash_search(tk->seen, &key, HASH_ENTER, &found);
+	if (!found)
+		tk->keys = lappend(tk->keys, key);
+}
+
+/*
+ * Syncs the gathered keys of every table with one populator version drawn
+ * now, before any row is read.  Returns false when Redis failed.
+ */
+static bool
+sync_tables(List *tables)
+{
+	uint64		version = cs_version_for_read();
+	ListCell   *lc;
+
+	foreach(lc, tables)
+	{
+		TableKeys  *tk = lfirst(lc);
+		CsTable    *t = cs_registry_lookup(tk->relid);
+		CsSyncResult r = {0};
+
+		if (t == NULL || t->broken)
+			continue;			/* unregistered since: nothing to sync */
+		if (tk->truncated && !cs_sync_prefix(t, version, &r))
+			return false;
+		if (tk->keys != NIL && !cs_sync_keys(t, tk->keys, version, &r))
+			return false;
+		cs_stats_add(t->relid, CS_STAT_PUSHED, r.pushed);
+		cs_stats_add(t->relid, CS_STAT_INVALIDATED, r.removed);
+	}
+	return true;
+}
+
+/* Ships one batch of the queue.  Runs inside a transaction, SPI connected. */
+static CsWork
+ship_batch(void)
+{
+	Oid			argtypes[1] = {INT4OID};
+	Datum		args[1] = {Int32GetDatum(cachesync_batch_size)};
+	List	   *tables = NIL;
+	Datum	   *ids;
+	uint64		n;
+
+	if (SPI_execute_with_args("SELECT id, rel, key FROM cachesync.queue ORDER BY id "
+							  "LIMIT $1 FOR UPDATE SKIP LOCKED",
+							  1, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read cachesync.queue");
+	n = SPI_processed;
+	if (n == 0)
+		return CS_WORK_IDLE;
+	ids = palloc(sizeof(Datum) * n);
+	for (uint64 i = 0; i < n; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+
+		ids[i] = SPI_getbinval(tup, desc, 1, &isnull);
+		add_key(&tables, DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull)),
+				SPI_getvalue(tup, desc, 3));
+	}
+	if (!sync_tables(tables))
+		return redis_failed("shipping the queue");
+	redis_ok();
+
+	argtypes[0] = INT8ARRAYOID;
+	args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, true, TYPALIGN_DOUBLE));
+	if (SPI_execute_with_args("DELETE FROM cachesync.queue WHERE id = ANY($1)",
+							  1, argtypes, args, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not delete from cachesync.queue");
+	return CS_WORK_DONE;
+}
+
+/* Returns true when the intent set key belongs to an earlier generation. */
+static bool
+intent_is_old(const char *key, int *slot)
+{
+	const char *p = strrchr(key, ':');
+	const char *g;
+	uint64		gen;
+
+	*slot = p ? atoi(p + 1) : -1;
+	g = key + strlen(cachesync_key_prefix) + strlen(CS_INTERNAL_PREFIX) + strlen("intent:");
+	gen = strtou64(g, NULL, 10);
+	return gen != cs_shared->generation;
+}
+
+/* Syncs the members of one intent set, grouped by table. */
+static bool
+heal_members(const char *ikey)
+{
+	CsReply    *members;
+	CsPipeline *p = cs_pipeline_create();
+	CsReply   **r;
+	List	   *tables = NIL;
+
+	cs_pipeline_append_strs(p, 2, (const char *[]) {"SMEMBERS", ikey});
+	if (!cs_redis_try_run(p, &r))
+		return false;
+	members = r[0];
+	if (members->type != CS_REPLY_ARRAY)
+		return true;
+	for (size_t i = 0; i < members->nelem; i++)
+	{
+		CsTable    *t = cs_registry_match_key(members->elem[i]->str, members->elem[i]->len);
+
+		if (t)
+			add_key(&tables, t->relid, members->elem[i]->str);
+	}
+	return sync_tables(tables);
+}
+
+/* cs_keyspace_scan callback: heals the intent sets of one SCAN page. */
+static bool
+heal_page(List *keys, void *arg)
+{
+	bool		all = *(bool *) arg;
+	ListCell   *lc;
+
+	foreach(lc, keys)
+	{
+		char	   *ikey = lfirst(lc);
+		int			slot;
+		bool		old = intent_is_old(ikey, &slot);
+		uint32		requested = 0;
+
+		if (!old)
+		{
+			if (slot < 0 || slot >= cs_shared->nslots)
+				continue;
+			requested = pg_atomic_read_u32(&cs_shared->slots[slot].heal);
+			if (requested == 0 && !all)
+				continue;
+		}
+		if (!heal_members(ikey))
+			return false;
+		if (old)
+		{
+			CsPipeline *p = cs_pipeline_create();
+			CsReply   **r;
+
+			cs_pipeline_append_strs(p, 2, (const char *[]) {"DEL", ikey});
+			if (!cs_redis_try_run(p, &r))
+				return false;
+		}
+		else if (requested > 0)
+			pg_atomic_compare_exchange_u32(&cs_shared->slots[slot].heal, &requested, 0);
+	}
+	return true;
+}
+
+/* Returns true when some backend of this generation asked for healing. */
+static bool
+heal_requested(void)
+{
+	for (int i = 0; i < cs_shared->nslots; i++)
+	{
+		if (pg_atomic_read_u32(&cs_shared->slots[i].heal) > 0)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Heals intent sets: every one after a (re)connect, otherwise only those
+ * whose owner asked.  Runs inside a transaction, SPI connected.
+ */
+static CsWork
+heal(void)
+{
+	bool		all = !healed_since_connect;
+	char	   *pattern;
+
+	if (!all && !heal_requested())
+		return CS_WORK_IDLE;
+	pattern = psprintf("%s%sintent:", cachesync_key_prefix, CS_INTERNAL_PREFIX);
+	if (!cs_keyspace_scan(pattern, heal_page, &all))
+		return redis_failed("healing unfinished pushes");
+	redis_ok();
+	healed_since_connect = true;
+	return all ? CS_WORK_IDLE : CS_WORK_DONE;
+}
+
+/* Runs fn in its own transaction; an ERROR is logged and rolled back. */
+static CsWork
+in_transaction(CsWork (*fn) (void), const char *activity)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile CsWork result = CS_WORK_IDLE;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PG_TRY();
+	{
+		SPI_connect();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pgstat_report_activity(STATE_RUNNING, activity);
+		if (extension_installed())
+			result = fn();
+		PopActiveSnapshot();
+		SPI_finish();
+		if (result == CS_WORK_REDIS_DOWN)
+			AbortCurrentTransaction();
+		else
+			CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		HOLD_INTERRUPTS();
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ereport(LOG,
+				(errmsg("cachesync worker: %s failed: %s", activity, edata->message)));
+		FreeErrorData(edata);
+		RESUME_INTERRUPTS();
+		result = CS_WORK_REDIS_DOWN;	/* back off the same way */
+	}
+	PG_END_TRY();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return result;
+}
+
+/* Runs one round: heal, then ship the queue until it is empty. */
+static CsWork
+round_of_work(void)
+{
+	CsWork		w = in_transaction(heal, "healing");
+	CsWork		s;
+
+	if (w == CS_WORK_REDIS_DOWN)
+		return w;
+	do
+	{
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		s = in_transaction(ship_batch, "shipping the queue");
+	} while (s == CS_WORK_DONE);
+	return s;
+}
+
+/* Unregisters the worker's latch when it exits. */
+static void
+worker_exit(int code, Datum arg)
+{
+	LWLockAcquire(cs_shared->lock, LW_EXCLUSIVE);
+	if (cs_shared->worker_pid == MyProcPid)
+	{
+		cs_shared->worker_pid = 0;
+		cs_shared->worker_latch = NULL;
+	}
+	LWLockRelease(cs_shared->lock);
+}
+
+/* Entry point of the background worker. */
+void
+cachesync_worker_main(Datum arg)
+{
+	int			backoff = 100;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(cachesync_database, NULL, 0);
+
+	LWLockAcquire(cs_shared->lock, LW_EXCLUSIVE);
+	cs_shared->worker_pid = MyProcPid;
+	cs_shared->worker_latch = MyLatch;
+	LWLockRelease(cs_shared->lock);
+	before_shmem_exit(worker_exit, (Datum) 0);
+	ereport(LOG, (errmsg("cachesync worker started for database \"%s\"", cachesync_database)));
+
+	for (;;)
+	{
+		CsWork		w;
+		long		wait;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		w = round_of_work();
+		if (w == CS_WORK_REDIS_DOWN)
+		{
+			wait = backoff;
+			backoff = Min(backoff * 2, CS_MAX_BACKOFF_MS);
+		}
+		else
+		{
+			backoff = 100;
+			wait = (w == CS_WORK_DONE) ? 0 : CS_IDLE_WAIT_MS;
+		}
+		if (wait > 0)
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 wait, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
