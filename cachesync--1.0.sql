@@ -85,6 +85,12 @@ FROM cachesync.registrations r;
 COMMENT ON VIEW cachesync.tables IS 'registered tables with their full key prefix and stream names';
 REVOKE ALL ON cachesync.tables FROM PUBLIC;
 
+CREATE FUNCTION cachesync.prefill(rel regclass, keys text[])
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'cachesync_prefill_keys'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cachesync.prefill(regclass, text[]) IS 'loads the rows of the given keys into Redis (keys whose row is gone are removed); returns the rows loaded';
+
 --
 -- A dropped table takes its registration with it.  SECURITY DEFINER: the
 -- trigger fires for every role's DROP, and those roles cannot write here.
@@ -207,5 +213,6 @@ REVOKE ALL ON FUNCTION cachesync.register(regclass, text, text[], text[], text, 
 REVOKE ALL ON FUNCTION cachesync.unregister(regclass, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION cachesync.redis_status() FROM PUBLIC;
 REVOKE ALL ON FUNCTION cachesync.redis_command(text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION cachesync.prefill(regclass, text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION cachesync._table_stats() FROM PUBLIC;
 REVOKE ALL ON FUNCTION cachesync.forget_dropped_tables() FROM PUBLIC;

@@ -80,7 +80,7 @@ define_connection_gucs(void)
 							   NULL, NULL, NULL);
 	DefineCustomIntVariable("cachesync.redis_db",
 							"Redis logical database number (SELECT).",
-							NULL,
+							"Every backend and the worker use this database; Redis Cluster supports only 0.",
 							&cachesync_redis_db, 0, 0, INT_MAX,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("cachesync.connect_timeout",
@@ -119,7 +119,7 @@ cachesync_define_gucs(void)
 							 PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("cachesync.batch_size",
 							"Number of changes or stream entries the background worker handles per transaction.",
-							NULL,
+							"Larger batches drain a backlog faster (fewer commits, longer pipelines); smaller ones hold locks and memory for less time.",
 							&cachesync_batch_size, 1000, 1, 1000000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomBoolVariable("cachesync.enabled",

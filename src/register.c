@@ -160,6 +160,38 @@ column_attnums(Relation rel, List *names, const char *what)
 	return attnums;
 }
 
+/*
+ * Throws for key column types whose text form depends on session settings
+ * (TimeZone, DateStyle, IntervalStyle, extra_float_digits, bytea_output,
+ * lc_monetary): two sessions would compute different keys for one row.
+ */
+static void
+check_key_type(Relation rel, Form_pg_attribute att)
+{
+	switch (getBaseType(att->atttypid))
+	{
+		case DATEOID:
+		case TIMEOID:
+		case TIMETZOID:
+		case TIMESTAMPOID:
+		case TIMESTAMPTZOID:
+		case INTERVALOID:
+		case FLOAT4OID:
+		case FLOAT8OID:
+		case BYTEAOID:
+		case CASHOID:
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("key column \"%s\" of table \"%s\" has type %s, whose text form depends on session settings",
+							NameStr(att->attname), RelationGetRelationName(rel),
+							format_type_be(att->atttypid)),
+					 errhint("Use a key of integer, numeric, text, uuid or boolean type, for example a generated column that formats the value.")));
+			break;
+		default:
+			break;
+	}
+}
+
 /* Returns the attribute numbers of the primary key; throws if there is none. */
 static List *
 primary_key_attnums(Relation rel)
@@ -179,7 +211,10 @@ primary_key_attnums(Relation rel)
 		elog(ERROR, "cache lookup failed for index %u", pkoid);
 	index = (Form_pg_index) GETSTRUCT(tup);
 	for (int i = 0; i < index->indnkeyatts; i++)
+	{
 		attnums = lappend_int(attnums, index->indkey.values[i]);
+		check_key_type(rel, TupleDescAttr(RelationGetDescr(rel), index->indkey.values[i] - 1));
+	}
 	ReleaseSysCache(tup);
 	return attnums;
 }
@@ -259,6 +294,7 @@ key_attnums(Relation rel, FunctionCallInfo fcinfo)
 	{
 		Form_pg_attribute att = TupleDescAttr(RelationGetDescr(rel), lfirst_int(lc) - 1);
 
+		check_key_type(rel, att);
 		if (!att->attnotnull)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -417,7 +453,8 @@ store_registration(const CsRegistration *r, bool *rewrite)
 
 	spi_run("SELECT 1 FROM cachesync.registrations WHERE rel::pg_catalog.oid OPERATOR(pg_catalog.=) $1 "
 			"AND key_prefix OPERATOR(pg_catalog.=) $7 AND format OPERATOR(pg_catalog.=) $5 "
-			"AND columns IS NOT DISTINCT FROM $4 AND key_columns OPERATOR(pg_catalog.=) $3",
+			"AND columns IS NOT DISTINCT FROM $4 AND key_columns OPERATOR(pg_catalog.=) $3 "
+			"AND ttl IS NOT DISTINCT FROM $6",
 			9, types, values, nulls);
 	*rewrite = (SPI_processed == 0);
 	spi_run("DELETE FROM cachesync.registrations WHERE rel::pg_catalog.oid OPERATOR(pg_catalog.=) $1",
@@ -480,7 +517,7 @@ report_registration(const char *name, const RegisterStep *s)
 	else if (s->rewrite)
 		ereport(NOTICE,
 				(errmsg("table \"%s\" was already registered; its settings were updated", name),
-				 errdetail("Its key prefix, key, columns or format changed, so its cached values no longer match."),
+				 errdetail("Its key prefix, key, columns, format or ttl changed, so its cached values no longer match."),
 				 errhint("Call SELECT cachesync.reload('%s'); to rewrite them.", name)));
 	else
 		ereport(NOTICE,

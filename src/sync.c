@@ -6,7 +6,8 @@
  *	  failed or crashed push, and TRUNCATE.
  *
  * The caller draws the version (cs_version_for_read) before this reads the
- * rows, so a newer commit always wins over what is written here.
+ * rows with a fresh snapshot, so a newer commit always wins over what is
+ * written here, whatever the caller's isolation level.
  *
  *-------------------------------------------------------------------------
  */
@@ -24,6 +25,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
 
 #include "cachesync.h"
 #include "capture.h"
@@ -86,6 +88,9 @@ cs_sync_keys(CsTable *t, List *keys, uint64 version, CsSyncResult *result)
 	ListCell   *lc;
 	int			m = 0;
 	const char *error;
+	SPIPlanPtr	plan;
+	Snapshot	snap;
+	int			rc;
 
 	for (int i = 0; i < t->nkeys; i++)
 	{
@@ -109,7 +114,14 @@ cs_sync_keys(CsTable *t, List *keys, uint64 version, CsSyncResult *result)
 	for (int i = 0; i < t->nkeys; i++)
 		arrays[i] = PointerGetDatum(construct_array(parts[i], m, TEXTOID, -1, false, TYPALIGN_INT));
 
-	if (SPI_execute_with_args(fetch_query(t), t->nkeys, types, arrays, NULL, false, 0) != SPI_OK_SELECT)
+	/* a fresh snapshot, taken after the caller drew the version */
+	plan = SPI_prepare(fetch_query(t), t->nkeys, types);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	snap = RegisterSnapshot(GetLatestSnapshot());
+	rc = SPI_execute_snapshot(plan, arrays, NULL, snap, InvalidSnapshot, true, false, 0);
+	UnregisterSnapshot(snap);
+	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not read rows of \"%s\"", get_rel_name(t->relid));
 
 	found = cs_keyset_create("cachesync found keys", m, sizeof(char *),

@@ -149,7 +149,7 @@ set_conf("cachesync.redis_password = '$secret_right'");
 like($err, qr/refused the connection setup/, 'a reload does not change the password');
 $node->restart;
 ($secs, $out, $err) = timed_psql('SELECT username FROM cachesync.redis_status()');
-is($out, 'default', 'the right password authenticates after a reload');
+is($out, 'default', 'the right password authenticates after a restart');
 
 # ACL user + password
 $auth->cli('ACL', 'SETUSER', 'cs_app', 'on', '>' . $secret_right, '~*', '&*', '+@all');
@@ -166,7 +166,7 @@ set_conf("cachesync.redis_username = ''", "cachesync.redis_password = ''",
 	'cachesync.redis_port = ' . $second->port);
 $node->restart;
 is(scalar($node->safe_psql('postgres', 'SELECT server FROM cachesync.redis_status()')),
-	'127.0.0.1:' . $second->port, 'a reload switches to the new server');
+	'127.0.0.1:' . $second->port, 'a new server setting takes effect');
 $second->stop;
 
 # a Unix socket
