@@ -30,12 +30,11 @@ SELECT cachesync.register('orders', mode => 'write_around', key_columns => ARRAY
                           key_prefix => 'ord:');
 
 -- partitioned tables can be registered, their partitions cannot
-CREATE TABLE events (id bigint, day date, payload text, PRIMARY KEY (id, day))
-  PARTITION BY RANGE (day);
-CREATE TABLE events_2026 PARTITION OF events
-  FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+CREATE TABLE events (id bigint, region text, payload text, PRIMARY KEY (id, region))
+  PARTITION BY LIST (region);
+CREATE TABLE events_eu PARTITION OF events FOR VALUES IN ('eu');
 SELECT cachesync.register('events');
-SELECT cachesync.register('events_2026');
+SELECT cachesync.register('events_eu');
 
 -- errors: the table
 SELECT cachesync.register(NULL);
@@ -69,6 +68,12 @@ SELECT cachesync.register('users', key_columns => ARRAY[]::text[]);
 SELECT cachesync.register('users', key_columns => ARRAY['id', NULL]);
 SELECT cachesync.register('users', key_columns => ARRAY['ctid']);
 SELECT cachesync.register('orders', key_columns => ARRAY['region']);
+-- key types whose text form depends on session settings
+CREATE TABLE by_day (day date PRIMARY KEY, n int);
+SELECT cachesync.register('by_day');
+CREATE TABLE by_time (at timestamptz NOT NULL UNIQUE, n int);
+SELECT cachesync.register('by_time', key_columns => ARRAY['at']);
+DROP TABLE by_day, by_time;
 
 -- errors: columns
 SELECT cachesync.register('users', columns => ARRAY['name', 'nope']);
