@@ -187,6 +187,42 @@ COMMENT ON VIEW cachesync.stats IS 'per registered table: values pushed, keys in
 REVOKE ALL ON cachesync.stats FROM PUBLIC;
 
 --
+-- A partition created or attached under a registered table gets the
+-- TRUNCATE trigger too (statement triggers are not cloned to partitions).
+--
+CREATE FUNCTION cachesync.cover_new_partitions()
+RETURNS event_trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    part oid;
+    root oid;
+BEGIN
+    FOR part IN SELECT DISTINCT objid FROM pg_event_trigger_ddl_commands()
+                 WHERE classid = 'pg_class'::regclass AND object_type = 'table'
+    LOOP
+        SELECT r.rel INTO root
+          FROM cachesync.registrations r
+          JOIN pg_partition_ancestors(part) a ON a.relid = r.rel::oid
+         WHERE a.relid <> part;
+        IF root IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM pg_trigger WHERE tgrelid = part AND tgname = 'cachesync_truncate')
+        THEN
+            EXECUTE format('CREATE TRIGGER cachesync_truncate AFTER TRUNCATE ON %s '
+                           'FOR EACH STATEMENT EXECUTE FUNCTION cachesync.capture_truncate(%L)',
+                           part::regclass, root::oid);
+        END IF;
+    END LOOP;
+END
+$$;
+CREATE EVENT TRIGGER cachesync_cover_new_partitions ON ddl_command_end
+    WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE')
+    EXECUTE FUNCTION cachesync.cover_new_partitions();
+REVOKE ALL ON FUNCTION cachesync.cover_new_partitions() FROM PUBLIC;
+
+--
 -- Redis connection
 --
 CREATE FUNCTION cachesync.redis_status(

@@ -37,6 +37,7 @@
 #include "access/relation.h"
 #include "access/tupconvert.h"
 #include "access/xact.h"
+#include "catalog/pg_inherits.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -144,30 +145,66 @@ xact_has_work(void)
 	return xact_keys != NULL || xact_truncates != NIL || xact_spilled;
 }
 
-/* Starts an empty spill buffer in a fresh memory context. */
+/*
+ * Moves the keys still buffered into a fresh memory context, freeing those
+ * already sent, so a huge transaction holds only what is not yet queued.
+ */
 static void
-new_spill_buffer(void)
+compact_spill(void)
 {
-	if (xact_spill_cxt == NULL)
-		xact_spill_cxt = AllocSetContextCreate(TopTransactionContext,
-											   "cachesync spilled keys",
-											   ALLOCSET_DEFAULT_SIZES);
-	else
-		MemoryContextReset(xact_spill_cxt);
-	memset(&xact_spill, 0, sizeof(xact_spill));
-	xact_spill_subids = MemoryContextAlloc(xact_spill_cxt,
-										   sizeof(SubTransactionId) * CS_INTENT_CHUNK * 2);
+	MemoryContext fresh = AllocSetContextCreate(TopTransactionContext,
+												"cachesync spilled keys",
+												ALLOCSET_DEFAULT_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(fresh);
+	CsQueueBatch kept = {0};
+	SubTransactionId *subids = palloc(sizeof(SubTransactionId) * Max(xact_spill.n, 1));
+
+	for (int i = 0; i < xact_spill.n; i++)
+	{
+		subids[i] = xact_spill_subids[i];
+		cs_queue_batch_add(&kept, xact_spill.relids[i], xact_spill.keys[i]);
+	}
+	MemoryContextSwitchTo(old);
+	MemoryContextDelete(xact_spill_cxt);
+	xact_spill_cxt = fresh;
+	xact_spill = kept;
+	xact_spill_subids = subids;
+	if (kept.cap > xact_spill.n)
+		xact_spill_subids = MemoryContextAlloc(fresh, sizeof(SubTransactionId) * Max(kept.cap, 1));
+	memcpy(xact_spill_subids, subids, sizeof(SubTransactionId) * xact_spill.n);
 }
 
-/* Sends the spilled keys gathered so far to the queue. */
+/*
+ * Sends the spilled keys recorded at subtransaction level min_subid or
+ * deeper to the queue.  The INSERT belongs to the current subtransaction,
+ * so keys of outer levels stay buffered: a rollback of the current level
+ * must not take them along.
+ */
 static void
-flush_spill(void)
+flush_spill(SubTransactionId min_subid)
 {
+	CsQueueBatch batch = {0};
+	int			kept = 0;
+
 	if (xact_spill.n == 0)
 		return;
-	cs_queue_insert(&xact_spill);
+	for (int i = 0; i < xact_spill.n; i++)
+	{
+		if (xact_spill_subids[i] >= min_subid)
+			cs_queue_batch_add(&batch, xact_spill.relids[i], xact_spill.keys[i]);
+		else
+		{
+			xact_spill_subids[kept] = xact_spill_subids[i];
+			xact_spill.relids[kept] = xact_spill.relids[i];
+			xact_spill.keys[kept++] = xact_spill.keys[i];
+		}
+	}
+	xact_spill.n = kept;
+	if (batch.n == 0)
+		return;
+	cs_queue_insert(&batch);
 	xact_queued = true;
-	new_spill_buffer();
+	compact_spill();
 }
 
 /*
@@ -180,7 +217,9 @@ static void
 spill(void)
 {
 	xact_spilled = true;
-	new_spill_buffer();
+	xact_spill_cxt = AllocSetContextCreate(TopTransactionContext,
+										   "cachesync spilled keys",
+										   ALLOCSET_DEFAULT_SIZES);
 }
 
 /* Records a change of key in queue mode. */
@@ -188,12 +227,18 @@ static void
 record_spilled(Oid relid, const char *key)
 {
 	MemoryContext old;
+	int			cap;
 
 	if (xact_spill.n >= CS_INTENT_CHUNK * 2)
-		flush_spill();
+		flush_spill(GetCurrentSubTransactionId());
 	old = MemoryContextSwitchTo(xact_spill_cxt);
-	xact_spill_subids[xact_spill.n] = GetCurrentSubTransactionId();
+	cap = xact_spill.cap;
 	cs_queue_batch_add(&xact_spill, relid, key);
+	if (xact_spill.cap != cap)
+		xact_spill_subids = xact_spill_subids
+			? repalloc(xact_spill_subids, sizeof(SubTransactionId) * xact_spill.cap)
+			: palloc(sizeof(SubTransactionId) * xact_spill.cap);
+	xact_spill_subids[xact_spill.n - 1] = GetCurrentSubTransactionId();
 	MemoryContextSwitchTo(old);
 }
 
@@ -555,7 +600,7 @@ pre_commit(bool prepare)
 		count_keys(through, CS_STAT_PUSHED);
 	xact_invalidate = around;
 
-	flush_spill();
+	flush_spill(InvalidSubTransactionId);
 	if (queue.n > 0)
 	{
 		for (int i = 0; i < queue.n; i++)
@@ -592,22 +637,24 @@ post_commit(void)
 	}
 }
 
-/* After abort: undo the values pushed at pre-commit. */
+/*
+ * After abort: undo the values pushed at pre-commit (where our version still
+ * stands).  The keys are then missing; the worker, asked by the caller,
+ * writes the committed rows back from the intent set.
+ */
 static void
 undo_pushed(void)
 {
 	CsPipeline *p;
 	CsReply   **replies;
 	ListCell   *lc;
-	const char *error;
 
 	if (xact_pushed == NIL)
 		return;
 	p = cs_pipeline_create();
 	foreach(lc, xact_pushed)
 		append_undo(p, lfirst(lc), xact_version);
-	if (!cs_redis_try_run(p, &replies) || !cs_replies_ok(replies, p->ncommands, &error))
-		cs_request_heal();
+	(void) cs_redis_try_run(p, &replies);
 }
 
 /* Transaction callback: see the file header. */
@@ -634,6 +681,9 @@ xact_callback(XactEvent event, void *arg)
 			undo_pushed();
 			if (xact_publishing)
 				cs_version_end_push();
+			/* the worker puts the committed rows back (after end_push) */
+			if (xact_pushed != NIL)
+				cs_request_heal();
 			xact_publishing = false;
 			xact_reset();
 			break;
@@ -645,13 +695,16 @@ xact_callback(XactEvent event, void *arg)
 	}
 }
 
-/* Subtransaction callback: drops the changes of rolled-back savepoints. */
+/*
+ * Subtransaction callback: drops the changes of rolled-back savepoints, and
+ * queues the spilled keys of a committing one while it is still current.
+ */
 static void
 subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 				 SubTransactionId parentSubid, void *arg)
 {
-	if (event == SUBXACT_EVENT_START_SUB && xact_spilled)
-		flush_spill();			/* spilled keys so far belong to the parent */
+	if (event == SUBXACT_EVENT_COMMIT_SUB && xact_spilled)
+		flush_spill(mySubid);	/* their rows commit into the parent */
 	else if (event == SUBXACT_EVENT_ABORT_SUB && xact_has_work())
 		subxact_abort(mySubid);
 }
@@ -680,25 +733,22 @@ trigger_table(TriggerData *td)
 }
 
 /*
- * Converts a partition's tuple to the registered table's row type.
- * Returns the tuple unchanged for the registered table itself.
+ * Converts a partition's tuple (NULL stays NULL) to the registered table's
+ * row type, whose descriptor it returns in *desc.
  */
 static HeapTuple
-as_registered_row(CsTable *t, Relation rel, HeapTuple tuple, TupleDesc *desc)
+as_registered_row(CsTable *t, TupleDesc partdesc, HeapTuple tuple, TupleDesc *desc)
 {
 	Relation	root;
 	TupleConversionMap *map;
-	HeapTuple	converted;
 
-	*desc = RelationGetDescr(rel);
-	if (tuple == NULL || RelationGetRelid(rel) == t->relid)
-		return tuple;
 	root = relation_open(t->relid, AccessShareLock);
-	map = convert_tuples_by_name(RelationGetDescr(rel), RelationGetDescr(root));
-	converted = map ? execute_attr_map_tuple(tuple, map) : tuple;
 	*desc = CreateTupleDescCopy(RelationGetDescr(root));
 	relation_close(root, AccessShareLock);
-	return converted;
+	if (tuple == NULL)
+		return NULL;
+	map = convert_tuples_by_name(partdesc, *desc);
+	return map ? execute_attr_map_tuple(tuple, map) : tuple;
 }
 
 /* Records the change of one row. */
@@ -753,8 +803,15 @@ cachesync_capture(PG_FUNCTION_ARGS)
 		oldtup = td->tg_trigtuple;
 		newtup = td->tg_newtuple;
 	}
-	oldtup = as_registered_row(t, td->tg_relation, oldtup, &desc);
-	newtup = as_registered_row(t, td->tg_relation, newtup, &desc);
+	desc = RelationGetDescr(td->tg_relation);
+	if (RelationGetRelid(td->tg_relation) != t->relid)
+	{
+		/* a partition: convert its rows to the registered table's row type */
+		TupleDesc	partdesc = desc;
+
+		oldtup = as_registered_row(t, partdesc, oldtup, &desc);
+		newtup = as_registered_row(t, partdesc, newtup, &desc);
+	}
 	capture_row(t, oldtup, newtup, desc);
 	return PointerGetDatum(NULL);
 }
@@ -816,32 +873,48 @@ spi_utility(const char *sql)
 		elog(ERROR, "could not run: %s", sql);
 }
 
-/* Creates the capture triggers on rel, or replaces them. */
+/* Returns the schema-qualified, quoted name of relid. */
+static char *
+qualified_name(Oid relid)
+{
+	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+									  get_rel_name(relid));
+}
+
+/*
+ * Creates the capture triggers on rel, or replaces them.  Row triggers of a
+ * partitioned table reach every partition, but statement triggers do not:
+ * each partition gets its own TRUNCATE trigger (and so do partitions added
+ * later, by the cachesync_new_partitions event trigger).
+ */
 void
 cs_capture_install(Relation rel)
 {
-	char	   *name = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
-												  RelationGetRelationName(rel));
 	Oid			relid = RelationGetRelid(rel);
+	char	   *name = qualified_name(relid);
+	ListCell   *lc;
 
 	SPI_connect();
 	spi_utility(psprintf("CREATE OR REPLACE TRIGGER cachesync_capture AFTER INSERT OR UPDATE OR DELETE ON %s "
 						 "FOR EACH ROW EXECUTE FUNCTION cachesync.capture('%u')", name, relid));
-	spi_utility(psprintf("CREATE OR REPLACE TRIGGER cachesync_truncate AFTER TRUNCATE ON %s "
-						 "FOR EACH STATEMENT EXECUTE FUNCTION cachesync.capture_truncate('%u')",
-						 name, relid));
+	foreach(lc, find_all_inheritors(relid, NoLock, NULL))
+		spi_utility(psprintf("CREATE OR REPLACE TRIGGER cachesync_truncate AFTER TRUNCATE ON %s "
+							 "FOR EACH STATEMENT EXECUTE FUNCTION cachesync.capture_truncate('%u')",
+							 qualified_name(lfirst_oid(lc)), relid));
 	SPI_finish();
 }
 
-/* Drops the capture triggers of rel. */
+/* Drops the capture triggers of rel and its partitions. */
 void
 cs_capture_remove(Relation rel)
 {
-	char	   *name = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
-												  RelationGetRelationName(rel));
+	Oid			relid = RelationGetRelid(rel);
+	ListCell   *lc;
 
 	SPI_connect();
-	spi_utility(psprintf("DROP TRIGGER IF EXISTS cachesync_capture ON %s", name));
-	spi_utility(psprintf("DROP TRIGGER IF EXISTS cachesync_truncate ON %s", name));
+	spi_utility(psprintf("DROP TRIGGER IF EXISTS cachesync_capture ON %s", qualified_name(relid)));
+	foreach(lc, find_all_inheritors(relid, NoLock, NULL))
+		spi_utility(psprintf("DROP TRIGGER IF EXISTS cachesync_truncate ON %s",
+							 qualified_name(lfirst_oid(lc))));
 	SPI_finish();
 }

@@ -7,6 +7,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -68,6 +69,12 @@ cachesync_prefill_keys(PG_FUNCTION_ARGS)
 	CsSyncResult r = {0};
 
 	cs_shmem_require();
+	if (GetTopTransactionIdIfAny() != InvalidTransactionId)
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("cachesync.prefill() cannot run in a transaction that has written data"),
+				 errdetail("It reads the latest committed rows, which would include this transaction's uncommitted changes."),
+				 errhint("Run it in its own transaction.")));
 	t = cs_registry_get(PG_GETARG_OID(0));
 	deconstruct_array(PG_GETARG_ARRAYTYPE_P(1), TEXTOID, -1, false, TYPALIGN_INT,
 					  &elems, &nulls, &n);

@@ -635,6 +635,10 @@ cachesync_unregister(PG_FUNCTION_ARGS)
 		char	   *prefix = psprintf("%s%s", cachesync_key_prefix, step.key_prefix);
 		int64		removed = cs_keyspace_unlink_prefix(prefix);
 
+		/* and the version keys that fenced them */
+		(void) cs_keyspace_unlink_prefix(psprintf("%s%sv:%s", cachesync_key_prefix,
+												  CS_INTERNAL_PREFIX, step.key_prefix));
+
 		ereport(NOTICE,
 				(errmsg("removed " INT64_FORMAT " Redis key%s of \"%s\"",
 						removed, removed == 1 ? "" : "s", name)));

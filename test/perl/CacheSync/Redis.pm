@@ -380,12 +380,50 @@ sub new_node
 	$node->append_conf('postgresql.conf',
 		join('', map { "$_\n" } "shared_preload_libraries = 'cachesync'",
 			(defined $redis ? $redis->conf_lines : ()),
-			"cachesync.database = 'postgres'", @lines));
+			"cachesync.database = 'postgres'",
+			# a crashed backend or worker restarts the cluster, as in production
+			"restart_after_crash = on", @lines));
 	return $node unless $opt{start};
 	$node->start;
 	$node->safe_psql('postgres', 'CREATE EXTENSION cachesync')
 	  if $opt{create_extension};
 	return $node;
+}
+
+=item CacheSync::Redis::cache_diff($node, $table, [$db])
+
+Compare a table registered with every column in json format against Redis:
+returns a hash reference { rows, missing, stale, orphaned } counting rows
+without a key, keys whose value differs from row_to_json of the row, and
+keys under the table's prefix without a row (version keys and streams are
+not rows).  Runs in the database $db (default 'postgres').
+
+=cut
+
+sub cache_diff
+{
+	my ($node, $table, $db) = @_;
+	$db //= 'postgres';
+	my $res = $node->safe_psql($db, qq{
+		WITH r AS (
+			SELECT cachesync.key('$table', VARIADIC k) AS key, j
+			  FROM (SELECT ARRAY(SELECT x->>c FROM unnest(tb.key_columns) c) AS k,
+			               row_to_json(t)::text AS j
+			          FROM $table t, LATERAL (SELECT to_jsonb(t) AS x) xx,
+			               cachesync.tables tb WHERE tb.rel = '$table'::regclass) s),
+		     c AS (SELECT key, j, cachesync.redis_command('GET', key) AS v FROM r),
+		     keys AS (SELECT k FROM json_array_elements_text(
+		                cachesync.redis_command('KEYS',
+		                  (SELECT replace(replace(replace(key_prefix, '\\', '\\\\'), '*', '\\*'), '?', '\\?')
+		                     FROM cachesync.tables WHERE rel = '$table'::regclass) || '*')::json) k)
+		SELECT (SELECT count(*) FROM r),
+		       (SELECT count(*) FROM c WHERE v IS NULL),
+		       (SELECT count(*) FROM c WHERE v IS NOT NULL AND v::jsonb <> j::jsonb),
+		       (SELECT count(*) FROM keys WHERE k NOT IN (SELECT key FROM r)
+		           AND k !~ '__(writeback|changes)')
+	});
+	my ($rows, $missing, $stale, $orphaned) = split /\|/, $res;
+	return { rows => $rows, missing => $missing, stale => $stale, orphaned => $orphaned };
 }
 
 =back
