@@ -36,3 +36,6 @@ include $(PGXS)
 
 # after the include: Makefile.global resets PROVE_FLAGS
 PROVE_FLAGS += -I test/perl
+
+# PGXS tracks no header dependencies here: rebuild every object when a header changes
+$(OBJS): $(wildcard src/*.h)

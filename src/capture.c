@@ -582,8 +582,18 @@ pre_commit(bool prepare)
 		}
 	}
 
-	if ((through != NIL || around != NIL) && !push(through, through_tables, around, &error))
+	if ((through != NIL || around != NIL) &&
+		cachesync_on_redis_error == CS_ON_ERROR_QUEUE && cs_redis_known_down())
 	{
+		/* Redis failed moments ago: queue at once rather than wait for it */
+		foreach(lc, list_concat_copy(through, around))
+			cs_queue_batch_add(&queue, cs_registry_match_key(lfirst(lc), strlen(lfirst(lc)))->relid,
+							   lfirst(lc));
+		around = NIL;
+	}
+	else if ((through != NIL || around != NIL) && !push(through, through_tables, around, &error))
+	{
+		cs_note_redis_down();
 		count_failure(list_concat_copy(through, around), error);
 		if (cachesync_on_redis_error == CS_ON_ERROR_ERROR)
 			push_failed(error);

@@ -10,7 +10,8 @@
  * It is rebuilt lazily after a relcache invalidation of the registrations
  * table (register and unregister send one), of a registered table (its
  * columns may have changed) or of everything.  A CsTable pointer stays
- * valid until the next cs_registry_lookup(), which may rebuild the cache.
+ * valid until the next cs_registry_lookup() or cs_registry_match_key(),
+ * which may rebuild the cache; an invalidation alone frees nothing.
  *
  *-------------------------------------------------------------------------
  */
@@ -305,12 +306,15 @@ cs_registry_get(Oid relid)
 	return t;
 }
 
-/* Returns the memory context that lives as long as the cached registrations. */
+/*
+ * Returns the memory context of the cached registrations, for data that
+ * lives as long as a CsTable.  It never reloads the cache: callers hold a
+ * CsTable, which a reload would free.
+ */
 MemoryContext
 cs_registry_context(void)
 {
-	if (!cs_registry_valid)
-		registry_load();
+	Assert(cs_registry_cxt != NULL);
 	return cs_registry_cxt;
 }
 
@@ -343,16 +347,28 @@ cs_registry_match_key(const char *key, size_t len)
 	return NULL;
 }
 
-/* Calls fn for every registered table. */
+/*
+ * Calls fn for every registered table.  fn may open relations (which may
+ * invalidate the cache), so each table is looked up afresh.
+ */
 void
 cs_registry_foreach(void (*fn) (CsTable *t, void *arg), void *arg)
 {
 	HASH_SEQ_STATUS seq;
 	CsTable    *t;
+	List	   *relids = NIL;
+	ListCell   *lc;
 
 	if (!cs_registry_valid)
 		registry_load();
 	hash_seq_init(&seq, cs_tables);
 	while ((t = hash_seq_search(&seq)) != NULL)
-		fn(t, arg);
+		relids = lappend_oid(relids, t->relid);
+	foreach(lc, relids)
+	{
+		t = cs_registry_lookup(lfirst_oid(lc));
+		if (t != NULL)
+			fn(t, arg);
+	}
+	list_free(relids);
 }

@@ -71,6 +71,7 @@ cs_shmem_startup(void)
 		cs_shared->generation = (uint64) GetCurrentTimestamp();
 		cs_shared->worker_pid = 0;
 		cs_shared->worker_latch = NULL;
+		pg_atomic_init_u64(&cs_shared->redis_down_until, 0);
 		cs_shared->nslots = slot_count();
 		for (int i = 0; i < cs_shared->nslots; i++)
 		{
@@ -132,4 +133,36 @@ cs_request_heal(void)
 		return;
 	pg_atomic_fetch_add_u32(&cs_shared->slots[MyProc->pgprocno].heal, 1);
 	cs_wake_worker();
+}
+
+/* how long writers skip Redis after a failure, in milliseconds */
+#define CS_BREAKER_MS 1000
+
+/*
+ * Notes that Redis failed: for a moment, writers in queue mode send their
+ * changes straight to the queue instead of each waiting for a timeout.
+ */
+void
+cs_note_redis_down(void)
+{
+	if (cs_shared != NULL)
+		pg_atomic_write_u64(&cs_shared->redis_down_until,
+							(uint64) TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+																 CS_BREAKER_MS));
+}
+
+/* Notes that Redis answered: writers try it again. */
+void
+cs_note_redis_up(void)
+{
+	if (cs_shared != NULL && pg_atomic_read_u64(&cs_shared->redis_down_until) != 0)
+		pg_atomic_write_u64(&cs_shared->redis_down_until, 0);
+}
+
+/* Returns true while a recent failure says Redis is unreachable. */
+bool
+cs_redis_known_down(void)
+{
+	return cs_shared != NULL &&
+		(TimestampTz) pg_atomic_read_u64(&cs_shared->redis_down_until) > GetCurrentTimestamp();
 }

@@ -30,6 +30,7 @@ typedef struct CsShared
 	uint64		generation;		/* changes at every (crash) restart */
 	pid_t		worker_pid;
 	Latch	   *worker_latch;	/* set to wake the worker */
+	pg_atomic_uint64 redis_down_until;	/* TimestampTz: skip pushes until then */
 	int			nslots;
 	CsSlot		slots[FLEXIBLE_ARRAY_MEMBER];	/* by pgprocno */
 } CsShared;
@@ -40,5 +41,8 @@ extern void cs_shmem_init_hooks(void);
 extern void cs_shmem_require(void);
 extern void cs_wake_worker(void);
 extern void cs_request_heal(void);
+extern void cs_note_redis_down(void);
+extern void cs_note_redis_up(void);
+extern bool cs_redis_known_down(void);
 
 #endif							/* CACHESYNC_SHMEM_H */

@@ -33,6 +33,7 @@
 #include "keyspace.h"
 #include "rowformat.h"
 #include "sync.h"
+#include "version.h"
 
 /* Returns true when key names one of t's streams rather than a row. */
 static bool
@@ -69,6 +70,76 @@ fetch_query(CsTable *t)
 }
 
 /*
+ * Runs query with the given text[] or text arguments under a fresh snapshot
+ * taken now, after the caller drew its version.  Leaves the rows in
+ * SPI_tuptable.
+ */
+static void
+run_fresh(CsTable *t, const char *query, int nargs, Oid *types, Datum *args)
+{
+	SPIPlanPtr	plan = SPI_prepare(query, nargs, types);
+	Snapshot	snap;
+	int			rc;
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	snap = RegisterSnapshot(GetLatestSnapshot());
+	rc = SPI_execute_snapshot(plan, args, NULL, snap, InvalidSnapshot, true, false, 0);
+	UnregisterSnapshot(snap);
+	SPI_freeplan(plan);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "could not read rows of \"%s\"", get_rel_name(t->relid));
+}
+
+/*
+ * Appends a fenced put of every row in SPI_tuptable (whole-row values of
+ * t in column 1) to p, remembering their keys in found (if not NULL).
+ * Returns the key of the last row.
+ */
+static char *
+append_rows(CsTable *t, CsPipeline *p, uint64 version, HTAB *found)
+{
+	Relation	rel = relation_open(t->relid, AccessShareLock);
+	char	   *key = NULL;
+
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull);
+		HeapTupleHeader hdr = DatumGetHeapTupleHeader(d);
+		HeapTupleData tuple;
+
+		tuple.t_len = HeapTupleHeaderGetDatumLength(hdr);
+		ItemPointerSetInvalid(&tuple.t_self);
+		tuple.t_tableOid = t->relid;
+		tuple.t_data = hdr;
+		key = cs_row_key(t, &tuple, RelationGetDescr(rel));
+		cs_append_fenced_write(p, t, key, cs_row_value(t, &tuple, RelationGetDescr(rel)), version);
+		if (found)
+			hash_search(found, &key, HASH_ENTER, NULL);
+	}
+	relation_close(rel, AccessShareLock);
+	return key;
+}
+
+/* Sends p; returns false when Redis failed or refused a command. */
+static bool
+send_writes(CsPipeline *p)
+{
+	CsReply   **replies;
+	const char *error;
+
+	if (!cs_redis_try_run(p, &replies))
+		return false;
+	if (!cs_replies_ok(replies, p->ncommands, &error))
+	{
+		cs_redis_disconnect();
+		return false;
+	}
+	return true;
+}
+
+/*
  * Writes the committed state of each key of t to Redis with version: the
  * row's value where the row exists, a deletion tombstone where it does not.
  * Returns false when Redis failed (nothing is known of what arrived).
@@ -83,14 +154,8 @@ cs_sync_keys(CsTable *t, List *keys, uint64 version, CsSyncResult *result)
 	List	   *rowkeys = NIL;
 	HTAB	   *found;
 	CsPipeline *p = cs_pipeline_create();
-	CsReply   **replies;
-	Relation	rel;
 	ListCell   *lc;
 	int			m = 0;
-	const char *error;
-	SPIPlanPtr	plan;
-	Snapshot	snap;
-	int			rc;
 
 	for (int i = 0; i < t->nkeys; i++)
 	{
@@ -114,55 +179,22 @@ cs_sync_keys(CsTable *t, List *keys, uint64 version, CsSyncResult *result)
 	for (int i = 0; i < t->nkeys; i++)
 		arrays[i] = PointerGetDatum(construct_array(parts[i], m, TEXTOID, -1, false, TYPALIGN_INT));
 
-	/* a fresh snapshot, taken after the caller drew the version */
-	plan = SPI_prepare(fetch_query(t), t->nkeys, types);
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	snap = RegisterSnapshot(GetLatestSnapshot());
-	rc = SPI_execute_snapshot(plan, arrays, NULL, snap, InvalidSnapshot, true, false, 0);
-	UnregisterSnapshot(snap);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "could not read rows of \"%s\"", get_rel_name(t->relid));
-
+	run_fresh(t, fetch_query(t), t->nkeys, types, arrays);
 	found = cs_keyset_create("cachesync found keys", m, sizeof(char *),
 							 CurrentMemoryContext);
-	rel = relation_open(t->relid, AccessShareLock);
-	for (uint64 r = 0; r < SPI_processed; r++)
-	{
-		bool		isnull;
-		Datum		d = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull);
-		HeapTupleHeader hdr = DatumGetHeapTupleHeader(d);
-		HeapTupleData tuple;
-		char	   *key;
-
-		tuple.t_len = HeapTupleHeaderGetDatumLength(hdr);
-		ItemPointerSetInvalid(&tuple.t_self);
-		tuple.t_tableOid = t->relid;
-		tuple.t_data = hdr;
-		key = cs_row_key(t, &tuple, RelationGetDescr(rel));
-		cs_append_fenced_write(p, t, key, cs_row_value(t, &tuple, RelationGetDescr(rel)), version);
-		hash_search(found, &key, HASH_ENTER, NULL);
-		result->pushed++;
-	}
-	relation_close(rel, AccessShareLock);
+	append_rows(t, p, version, found);
+	result->pushed += SPI_processed;
 	foreach(lc, rowkeys)
 	{
 		char	   *key = lfirst(lc);
 
 		if (hash_search(found, &key, HASH_FIND, NULL) == NULL)
 		{
-			cs_append_fenced_write(p, t, lfirst(lc), NULL, version);
+			cs_append_fenced_write(p, t, key, NULL, version);
 			result->removed++;
 		}
 	}
-	if (!cs_redis_try_run(p, &replies))
-		return false;
-	if (!cs_replies_ok(replies, p->ncommands, &error))
-	{
-		cs_redis_disconnect();
-		return false;
-	}
-	return true;
+	return send_writes(p);
 }
 
 typedef struct SyncPageArg
@@ -192,4 +224,99 @@ cs_sync_prefix(CsTable *t, uint64 version, CsSyncResult *result)
 	char	   *prefix = psprintf("%s%s", cachesync_key_prefix, t->key_prefix);
 
 	return cs_keyspace_scan(prefix, sync_page, &a);
+}
+
+/* Returns the ORDER BY list of t's key columns. */
+static char *
+key_order(CsTable *t)
+{
+	StringInfoData q;
+
+	initStringInfo(&q);
+	for (int i = 0; i < t->nkeys; i++)
+		appendStringInfo(&q, "%sr.%s", i ? ", " : "",
+						 quote_identifier(get_attname(t->relid, t->key_attnums[i], false)));
+	return q.data;
+}
+
+/* Returns the query reading the page of t's rows after the given key. */
+static char *
+page_query(CsTable *t, bool first)
+{
+	StringInfoData q;
+	char	   *rel = quote_qualified_identifier(get_namespace_name(get_rel_namespace(t->relid)),
+												 get_rel_name(t->relid));
+	char	   *order = key_order(t);
+
+	initStringInfo(&q);
+	appendStringInfo(&q, "SELECT r FROM %s r", rel);
+	if (!first)
+	{
+		appendStringInfo(&q, " WHERE (%s) > (", order);
+		for (int i = 0; i < t->nkeys; i++)
+			appendStringInfo(&q, "%s$%d::%s", i ? ", " : "", i + 1,
+							 format_type_with_typemod(t->key_types[i], t->key_typmods[i]));
+		appendStringInfoChar(&q, ')');
+	}
+	appendStringInfo(&q, " ORDER BY %s LIMIT %d", order, cachesync_batch_size);
+	return q.data;
+}
+
+/*
+ * Writes every row of t to Redis, one page of cachesync.batch_size rows at a
+ * time in key order, each page with a version drawn just before its fresh
+ * snapshot, so concurrent writes win.  Keys without a row are left alone.
+ * Returns false when Redis failed.
+ */
+bool
+cs_sync_table(CsTable *t, CsSyncResult *result)
+{
+	Oid		   *types = palloc(sizeof(Oid) * t->nkeys);
+	Datum	   *args = palloc(sizeof(Datum) * t->nkeys);
+	char	   *first = page_query(t, true);
+	char	   *next = page_query(t, false);
+	bool		more = true;
+	bool		started = false;
+	MemoryContext page_cxt = AllocSetContextCreate(CurrentMemoryContext,
+												   "cachesync load page",
+												   ALLOCSET_DEFAULT_SIZES);
+	MemoryContext old;
+
+	for (int i = 0; i < t->nkeys; i++)
+		types[i] = TEXTOID;
+	while (more)
+	{
+		CsPipeline *p;
+		char	   *last;
+		char	  **values;
+		uint64		version;
+
+		CHECK_FOR_INTERRUPTS();
+		old = MemoryContextSwitchTo(page_cxt);
+		version = cs_version_for_read();
+		run_fresh(t, started ? next : first, started ? t->nkeys : 0, types, args);
+		more = (SPI_processed == (uint64) cachesync_batch_size);
+		p = cs_pipeline_create();
+		last = append_rows(t, p, version, NULL);
+		result->pushed += SPI_processed;
+		if (p->ncommands > 0 && !send_writes(p))
+		{
+			MemoryContextSwitchTo(old);
+			return false;
+		}
+		if (more)
+		{
+			values = cs_key_parse(t, last, strlen(last));
+			MemoryContextSwitchTo(old);
+			for (int i = 0; i < t->nkeys; i++)
+				args[i] = CStringGetTextDatum(values[i]);
+		}
+		else
+			MemoryContextSwitchTo(old);
+		SPI_freetuptable(SPI_tuptable);
+		MemoryContextReset(page_cxt);
+		started = true;
+	}
+	MemoryContextDelete(page_cxt);
+	return true;
 }

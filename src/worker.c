@@ -5,6 +5,8 @@
  *	  and heals keys whose push or invalidation could not be finished.
  *
  * One worker serves cachesync.database.  Each round, in this order:
+ *   0. if Redis lost cachesync's data (restart without persistence,
+ *      FLUSHALL), load every write_through and async table again;
  *   1. after start and after every Redis outage: heal the intent sets left
  *      by an earlier generation (a crash between a push and its commit
  *      record), and those this generation's backends asked for;
@@ -98,6 +100,7 @@ redis_failed(const char *what)
 				 errdetail_internal("%s: %s", what, cs_redis_last_error())));
 	redis_down = true;
 	healed_since_connect = false;
+	cs_note_redis_down();
 	return CS_WORK_REDIS_DOWN;
 }
 
@@ -105,6 +108,7 @@ redis_failed(const char *what)
 static void
 redis_ok(void)
 {
+	cs_note_redis_up();
 	if (redis_down)
 		ereport(LOG,
 				(errmsg("cachesync worker: Redis at %s is reachable again",
@@ -346,6 +350,73 @@ heal(void)
 	return all ? CS_WORK_IDLE : CS_WORK_DONE;
 }
 
+/* Returns the name of the marker that tells Redis still holds our data. */
+static char *
+epoch_key(void)
+{
+	return psprintf("%s%sepoch", cachesync_key_prefix, CS_INTERNAL_PREFIX);
+}
+
+typedef struct LoadState
+{
+	bool		failed;
+	int			tables;
+	int64		rows;
+} LoadState;
+
+/* cs_registry_foreach callback: loads one write_through or async table. */
+static void
+load_table(CsTable *t, void *arg)
+{
+	LoadState  *st = arg;
+	CsSyncResult r = {0};
+
+	if (st->failed || t->broken ||
+		(t->mode != CS_MODE_WRITE_THROUGH && t->mode != CS_MODE_ASYNC))
+		return;
+	if (!cs_sync_table(t, &r))
+		st->failed = true;
+	cs_stats_add(t->relid, CS_STAT_PUSHED, r.pushed);
+	st->tables++;
+	st->rows += r.pushed;
+}
+
+/*
+ * When Redis lost cachesync's data (restarted empty, flushed), loads every
+ * write_through and async table again, so the cache converges without
+ * manual action.  write_around tables fill on reads.  The marker is set
+ * only once every table is loaded, so an interrupted load starts over.
+ */
+static CsWork
+load_if_empty(void)
+{
+	CsPipeline *p = cs_pipeline_create();
+	CsReply   **r;
+	LoadState	st = {0};
+
+	cs_pipeline_append_strs(p, 2, (const char *[]) {"EXISTS", epoch_key()});
+	if (!cs_redis_try_run(p, &r))
+		return redis_failed("checking for an empty Redis");
+	if (r[0]->type == CS_REPLY_INTEGER && r[0]->integer == 1)
+		return CS_WORK_IDLE;
+
+	ereport(LOG,
+			(errmsg("cachesync worker: Redis at %s holds no cachesync data; loading the write_through and async tables",
+					cs_redis_server())));
+	cs_registry_foreach(load_table, &st);
+	if (st.failed)
+		return redis_failed("loading tables into an empty Redis");
+	cs_pipeline_reset(p);
+	cs_pipeline_append_strs(p, 3, (const char *[]) {"SET", epoch_key(), "1"});
+	if (!cs_redis_try_run(p, &r))
+		return redis_failed("marking Redis as loaded");
+	redis_ok();
+	ereport(LOG,
+			(errmsg("cachesync worker: loaded " INT64_FORMAT " rows of %d tables into Redis",
+					st.rows, st.tables)));
+	return CS_WORK_DONE;
+}
+
 /* Runs fn in its own transaction; an ERROR is logged and rolled back. */
 static CsWork
 in_transaction(CsWork (*fn) (void), const char *activity)
@@ -389,12 +460,19 @@ in_transaction(CsWork (*fn) (void), const char *activity)
 	return result;
 }
 
-/* Runs one round: heal, then ship the queue until it is empty. */
+/*
+ * Runs one round: reload an empty Redis, heal, then ship the queue until it
+ * is empty.
+ */
 static CsWork
 round_of_work(void)
 {
-	CsWork		w = in_transaction(heal, "healing");
+	CsWork		w = in_transaction(load_if_empty, "loading an empty Redis");
 	CsWork		s;
+
+	if (w == CS_WORK_REDIS_DOWN)
+		return w;
+	w = in_transaction(heal, "healing");
 
 	if (w == CS_WORK_REDIS_DOWN)
 		return w;
