@@ -91,6 +91,12 @@ AS 'MODULE_PATHNAME', 'cachesync_prefill_keys'
 LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION cachesync.prefill(regclass, text[]) IS 'loads the rows of the given keys into Redis (keys whose row is gone are removed); returns the rows loaded';
 
+CREATE FUNCTION cachesync.reload(rel regclass DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'cachesync_reload'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION cachesync.reload(regclass) IS 'rewrites the cache of one table (or all) from its rows and removes keys without a row; returns the rows loaded';
+
 --
 -- A dropped table takes its registration with it.  SECURITY DEFINER: the
 -- trigger fires for every role's DROP, and those roles cannot write here.
@@ -250,5 +256,6 @@ REVOKE ALL ON FUNCTION cachesync.unregister(regclass, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION cachesync.redis_status() FROM PUBLIC;
 REVOKE ALL ON FUNCTION cachesync.redis_command(text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION cachesync.prefill(regclass, text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION cachesync.reload(regclass) FROM PUBLIC;
 REVOKE ALL ON FUNCTION cachesync._table_stats() FROM PUBLIC;
 REVOKE ALL ON FUNCTION cachesync.forget_dropped_tables() FROM PUBLIC;

@@ -36,3 +36,61 @@ sql "SELECT cachesync.key('demo_sessions', 'a:b\\c');"
 
 say "Redis itself"
 redis PING
+
+say "write_through: a committed row is in Redis before COMMIT returns"
+sql "INSERT INTO demo_users VALUES (7, 'Grace', 'grace@example.com', 'x7');"
+redis GET public.demo_users:7
+sql "UPDATE demo_users SET email = 'grace@navy.mil' WHERE id = 7;"
+redis GET public.demo_users:7
+
+say "A rolled-back change leaves no trace; a savepoint rolled back is dropped"
+sql "BEGIN; UPDATE demo_users SET name = 'never' WHERE id = 7; ROLLBACK;"
+sql "BEGIN;
+UPDATE demo_users SET name = 'Grace Hopper' WHERE id = 7;
+SAVEPOINT s; UPDATE demo_users SET name = 'never' WHERE id = 7; ROLLBACK TO s;
+COMMIT;"
+redis GET public.demo_users:7
+
+say "A key change moves the row; a DELETE removes it"
+sql "UPDATE demo_users SET id = 8 WHERE id = 7;"
+redis EXISTS public.demo_users:7
+redis GET public.demo_users:8
+sql "DELETE FROM demo_users WHERE id = 8;"
+redis EXISTS public.demo_users:8
+
+say "Existing rows: reload() writes every row and removes keys without a row"
+sql "SELECT cachesync.reload('demo_users');"
+redis GET public.demo_users:42
+
+say "write_around: the key is deleted once the change committed; reads fill it again"
+sql "CREATE TABLE demo_products (sku text PRIMARY KEY, title text, price numeric);"
+sql "INSERT INTO demo_products VALUES ('A-1', 'Teapot', 20), ('B-2', 'Cup', 5);"
+sql "SELECT cachesync.register('demo_products', mode => 'write_around', format => 'hash', ttl => '1 hour');"
+sql "SELECT cachesync.prefill('demo_products', ARRAY['A-1', 'B-2']);"
+redis HGETALL public.demo_products:A-1
+redis PTTL public.demo_products:A-1
+sql "UPDATE demo_products SET price = 22 WHERE sku = 'A-1';"
+redis EXISTS public.demo_products:A-1
+sql "SELECT cachesync.prefill('demo_products', ARRAY['A-1']);"
+redis HGETALL public.demo_products:A-1
+
+say "async: the change is queued durably in the transaction; the worker ships it"
+sql "CREATE TABLE demo_events (id bigint PRIMARY KEY, kind text, payload jsonb);"
+sql "SELECT cachesync.register('demo_events', mode => 'async');"
+sql "INSERT INTO demo_events SELECT g, 'click', jsonb_build_object('n', g) FROM generate_series(1, 1000) g;"
+sleep 1
+sql "SELECT count(*) AS still_queued FROM cachesync.queue;"
+redis GET public.demo_events:1000
+
+say "Redis stops while writes go on: commits do not wait, changes wait in the queue"
+cs_stop_redis
+sql "UPDATE demo_users SET email = 'ada@lovelace.org' WHERE id = 1;"
+sql "UPDATE demo_events SET kind = 'view' WHERE id <= 10;"
+sql "SELECT rel, queue_depth, errors, last_error FROM cachesync.stats ORDER BY rel::text;"
+
+say "Redis comes back empty: the worker reloads the tables and replays the queue"
+cs_start_redis "$CS_REDIS_PORT" >/dev/null
+sleep 3
+redis GET public.demo_users:1
+redis GET public.demo_events:5
+sql "SELECT rel, mode, pushed, invalidated, queue_depth, errors FROM cachesync.stats ORDER BY rel::text;"

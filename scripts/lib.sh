@@ -147,11 +147,11 @@ cs_run_logged() {   # logfile cmd...
 
 # -- Redis --------------------------------------------------------------------
 
-cs_start_redis() {
+cs_start_redis() {   # [port]: default a free one
     cs_tmp
     local dir=$CS_TMP/redis port n
     mkdir -p "$dir"
-    port=$(cs_free_port)
+    port=${1:-$(cs_free_port)}
     redis-server --bind 127.0.0.1 --port "$port" --save '' --appendonly no \
         --daemonize no --dir "$dir" --logfile "$dir/redis.log" \
         --pidfile "$dir/redis.pid" </dev/null >/dev/null 2>&1 &
@@ -170,6 +170,15 @@ cs_start_redis() {
 }
 
 cs_redis_cli() { redis-cli -h 127.0.0.1 -p "$CS_REDIS_PORT" "$@"; }
+
+# Stop the Redis cs_start_redis started (by its pid); cs_start_redis "$CS_REDIS_PORT"
+# brings an empty one back on the same port.
+cs_stop_redis() {
+    [[ -n $CS_REDIS_PID ]] || return 0
+    kill "$CS_REDIS_PID" 2>/dev/null || true
+    cs_wait_gone "$CS_REDIS_PID" 10 || kill -KILL "$CS_REDIS_PID" 2>/dev/null || true
+    CS_REDIS_PID=
+}
 
 # -- PostgreSQL ------------------------------------------------------------------
 
