@@ -203,23 +203,20 @@ SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    part oid;
-    root oid;
+    part regclass;
 BEGIN
-    FOR part IN SELECT DISTINCT objid FROM pg_event_trigger_ddl_commands()
-                 WHERE classid = 'pg_class'::regclass AND object_type = 'table'
+    -- ATTACH PARTITION reports the parent, CREATE TABLE ... PARTITION OF the
+    -- child: check every partition of every registered partitioned table
+    FOR part IN
+        SELECT t.relid
+          FROM cachesync.registrations r,
+               LATERAL pg_partition_tree(r.rel) t
+         WHERE NOT EXISTS (SELECT 1 FROM pg_trigger
+                            WHERE tgrelid = t.relid AND tgname = 'cachesync_truncate')
     LOOP
-        SELECT r.rel INTO root
-          FROM cachesync.registrations r
-          JOIN pg_partition_ancestors(part) a ON a.relid = r.rel::oid
-         WHERE a.relid <> part;
-        IF root IS NOT NULL AND NOT EXISTS (
-            SELECT 1 FROM pg_trigger WHERE tgrelid = part AND tgname = 'cachesync_truncate')
-        THEN
-            EXECUTE format('CREATE TRIGGER cachesync_truncate AFTER TRUNCATE ON %s '
-                           'FOR EACH STATEMENT EXECUTE FUNCTION cachesync.capture_truncate(%L)',
-                           part::regclass, root::oid);
-        END IF;
+        EXECUTE format('CREATE TRIGGER cachesync_truncate AFTER TRUNCATE ON %s '
+                       'FOR EACH STATEMENT EXECUTE FUNCTION cachesync.capture_truncate()',
+                       part);
     END LOOP;
 END
 $$;
@@ -227,6 +224,10 @@ CREATE EVENT TRIGGER cachesync_cover_new_partitions ON ddl_command_end
     WHEN TAG IN ('CREATE TABLE', 'ALTER TABLE')
     EXECUTE FUNCTION cachesync.cover_new_partitions();
 REVOKE ALL ON FUNCTION cachesync.cover_new_partitions() FROM PUBLIC;
+-- register() creates the triggers as the extension owner; nobody else may
+-- attach capture to a table of their own
+REVOKE ALL ON FUNCTION cachesync.capture() FROM PUBLIC;
+REVOKE ALL ON FUNCTION cachesync.capture_truncate() FROM PUBLIC;
 
 --
 -- Redis connection

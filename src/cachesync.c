@@ -10,6 +10,7 @@
 
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "utils/guc.h"
 
 #include "cachesync.h"
 #include "shmem.h"
@@ -51,4 +52,28 @@ cachesync_require_preload(void)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("cachesync must be loaded via shared_preload_libraries"),
 				 errhint("Add cachesync to shared_preload_libraries in postgresql.conf and restart the server.")));
+}
+
+/*
+ * Pins search_path to pg_catalog for the SQL cachesync runs on its own
+ * behalf (often as a superuser): the caller's path must not pick the
+ * functions and operators it resolves.  Returns the GUC nest level to pass
+ * to cs_unpin_search_path(); an ERROR in between restores it too.
+ */
+int
+cs_pin_search_path(void)
+{
+	int			nest = NewGUCNestLevel();
+
+	(void) set_config_option("search_path", "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	return nest;
+}
+
+/* Restores the search_path cs_pin_search_path() replaced. */
+void
+cs_unpin_search_path(int nest)
+{
+	AtEOXact_GUC(true, nest);
 }

@@ -39,6 +39,8 @@ extern void cachesync_define_gucs(void);
 /* cachesync.c */
 extern bool cachesync_preloaded;
 extern void cachesync_require_preload(void);
+extern int	cs_pin_search_path(void);
+extern void cs_unpin_search_path(int nest);
 
 /* PostgreSQL 16 renamed the per-class ownership checks */
 #if PG_VERSION_NUM >= 160000

@@ -81,6 +81,8 @@ typedef struct CsKeyEntry
 	char	   *key;			/* hash key: the full Redis key */
 	Oid			relid;
 	CsKeyState *top;
+	CsFormat	format;			/* set at pre-commit for write_through */
+	int64		ttl_ms;
 } CsKeyEntry;
 
 /* A TRUNCATE in the current transaction. */
@@ -105,6 +107,7 @@ static List *xact_pushed = NIL;		/* keys whose values were pushed */
 static List *xact_invalidate = NIL;	/* write_around keys to delete */
 static uint64 xact_version = 0;
 static bool xact_publishing = false;
+static bool xact_push_failed = false;
 static bool xact_queued = false;
 
 static bool callbacks_registered = false;
@@ -135,6 +138,7 @@ xact_reset(void)
 	xact_pushed = NIL;
 	xact_invalidate = NIL;
 	xact_version = 0;
+	xact_push_failed = false;
 	xact_queued = false;
 }
 
@@ -269,7 +273,18 @@ record_change(CsTable *t, char *key, CsValue *value)
 		xact_nkeys++;
 	}
 	if (e->top != NULL && e->top->subid == subid)
+	{
 		s = e->top;
+		if (s->value != NULL)
+		{
+			/* a row updated again and again must not grow memory */
+			for (int i = 0; i < s->value->nargs; i++)
+				pfree(s->value->args[i]);
+			pfree(s->value->args);
+			pfree(s->value->lens);
+			pfree(s->value);
+		}
+	}
 	else
 	{
 		s = palloc(sizeof(CsKeyState));
@@ -386,10 +401,13 @@ append_intents(CsPipeline *p, List *keys)
 	cs_pipeline_append_strs(p, 3, (const char *[]) {"PEXPIRE", ikey, CS_INTENT_TTL_MS});
 }
 
-/* Appends a fenced put (value) or delete (NULL) of key. */
+/*
+ * Appends a fenced put (value, in format with ttl_ms; 0: no expiry) or
+ * delete (value NULL) of key.
+ */
 void
-cs_append_fenced_write(CsPipeline *p, CsTable *t, const char *key,
-					   CsValue *value, uint64 version)
+cs_append_fenced_write(CsPipeline *p, const char *key, CsValue *value,
+					   CsFormat format, int64 ttl_ms, uint64 version)
 {
 	char		vbuf[32];
 	char		ttl[32];
@@ -407,9 +425,9 @@ cs_append_fenced_write(CsPipeline *p, CsTable *t, const char *key,
 	argv[argc++] = vbuf;
 	if (value)
 	{
-		snprintf(ttl, sizeof(ttl), INT64_FORMAT, t->ttl_ms);
+		snprintf(ttl, sizeof(ttl), INT64_FORMAT, ttl_ms);
 		argv[argc++] = ttl;
-		argv[argc++] = t->format == CS_FORMAT_JSON ? "json" : "hash";
+		argv[argc++] = format == CS_FORMAT_JSON ? "json" : "hash";
 	}
 	else
 	{
@@ -454,46 +472,69 @@ cs_replies_ok(CsReply **replies, int n, const char **error)
 	return true;
 }
 
-/* Counts n events of kind stat for every table of keys. */
+/* Adds one to stat for each entry's table, one call per table. */
 static void
-count_keys(List *keys, CsStat stat)
+count_entries(List *entries, CsStat stat)
 {
+	List	   *relids = NIL;
+	List	   *counts = NIL;
 	ListCell   *lc;
-	Oid			last = InvalidOid;
-	int64		n = 0;
+	ListCell   *rc;
+	ListCell   *cc;
 
-	foreach(lc, keys)
+	foreach(lc, entries)
 	{
-		CsTable    *t = cs_registry_match_key(lfirst(lc), strlen(lfirst(lc)));
-		Oid			relid = t ? t->relid : InvalidOid;
+		Oid			relid = ((CsKeyEntry *) lfirst(lc))->relid;
+		bool		found = false;
 
-		if (relid != last && n > 0)
+		forboth(rc, relids, cc, counts)
 		{
-			cs_stats_add(last, stat, n);
-			n = 0;
+			if (lfirst_oid(rc) == relid)
+			{
+				lfirst_int(cc)++;
+				found = true;
+				break;
+			}
 		}
-		last = relid;
-		n++;
+		if (!found)
+		{
+			relids = lappend_oid(relids, relid);
+			counts = lappend_int(counts, 1);
+		}
 	}
-	if (n > 0)
-		cs_stats_add(last, stat, n);
+	forboth(rc, relids, cc, counts)
+		cs_stats_add(lfirst_oid(rc), stat, lfirst_int(cc));
 }
 
-/* Records a Redis failure against every table of keys. */
+/* Records a Redis failure against each entry's table. */
 static void
-count_failure(List *keys, const char *message)
+count_failure(List *entries, const char *message)
 {
+	List	   *seen = NIL;
 	ListCell   *lc;
-	Oid			last = InvalidOid;
 
-	foreach(lc, keys)
+	foreach(lc, entries)
 	{
-		CsTable    *t = cs_registry_match_key(lfirst(lc), strlen(lfirst(lc)));
+		Oid			relid = ((CsKeyEntry *) lfirst(lc))->relid;
 
-		if (t && t->relid != last)
-			cs_stats_error(t->relid, message);
-		last = t ? t->relid : InvalidOid;
+		if (!list_member_oid(seen, relid))
+		{
+			cs_stats_error(relid, message);
+			seen = lappend_oid(seen, relid);
+		}
 	}
+}
+
+/* Returns the keys of entries. */
+static List *
+entry_keys(List *entries)
+{
+	List	   *keys = NIL;
+	ListCell   *lc;
+
+	foreach(lc, entries)
+		keys = lappend(keys, ((CsKeyEntry *) lfirst(lc))->key);
+	return keys;
 }
 
 /*
@@ -501,26 +542,27 @@ count_failure(List *keys, const char *message)
  * when Redis could not take them all; *error says why.
  */
 static bool
-push(List *through, List *through_tables, List *around, const char **error)
+push(List *through, List *around, const char **error)
 {
 	CsPipeline *p = cs_pipeline_create();
 	CsReply   **replies;
 	ListCell   *lc;
-	ListCell   *tc;
 
 	xact_version = cs_version_begin_push();
 	xact_publishing = true;
-	append_intents(p, list_concat_copy(through, around));
-	forboth(lc, through, tc, through_tables)
+	append_intents(p, entry_keys(list_concat_copy(through, around)));
+	foreach(lc, through)
 	{
-		CsKeyEntry *e = hash_search(xact_keys, &lfirst(lc), HASH_FIND, NULL);
+		CsKeyEntry *e = lfirst(lc);
 
-		cs_append_fenced_write(p, lfirst(tc), lfirst(lc), e->top->value, xact_version);
+		cs_append_fenced_write(p, e->key, e->top->value, e->format, e->ttl_ms,
+							   xact_version);
 	}
-	xact_pushed = through;
+	xact_pushed = entry_keys(through);
 	if (!cs_redis_try_run(p, &replies))
 	{
 		*error = cs_redis_last_error();
+		xact_push_failed = true;
 		return false;
 	}
 	if (!cs_replies_ok(replies, p->ncommands, error))
@@ -530,6 +572,22 @@ push(List *through, List *through_tables, List *around, const char **error)
 		return false;
 	}
 	return true;
+}
+
+/* Adds the batch's keys to each table's queued counter, one call per table. */
+static void
+count_queued(CsQueueBatch *b)
+{
+	int			start = 0;
+
+	for (int i = 1; i <= b->n; i++)
+	{
+		if (i == b->n || b->relids[i] != b->relids[start])
+		{
+			cs_stats_add(b->relids[start], CS_STAT_QUEUED, i - start);
+			start = i;
+		}
+	}
 }
 
 /* Raises the error of a push that failed with on_redis_error = error. */
@@ -554,7 +612,6 @@ pre_commit(bool prepare)
 	MemoryContext old = MemoryContextSwitchTo(TopTransactionContext);
 	CsQueueBatch queue = {0};
 	List	   *through = NIL;
-	List	   *through_tables = NIL;
 	List	   *around = NIL;
 	HASH_SEQ_STATUS seq;
 	CsKeyEntry *e;
@@ -573,55 +630,59 @@ pre_commit(bool prepare)
 			if (t == NULL || prepare || xact_spilled || t->mode == CS_MODE_ASYNC)
 				cs_queue_batch_add(&queue, e->relid, e->key);
 			else if (t->mode == CS_MODE_WRITE_AROUND)
-				around = lappend(around, e->key);
+				around = lappend(around, e);
 			else
 			{
-				through = lappend(through, e->key);
-				through_tables = lappend(through_tables, t);
+				/* what the push needs, copied while t is current */
+				e->format = t->format;
+				e->ttl_ms = t->ttl_ms;
+				through = lappend(through, e);
 			}
 		}
 	}
 
-	if ((through != NIL || around != NIL) &&
-		cachesync_on_redis_error == CS_ON_ERROR_QUEUE && cs_redis_known_down())
+	if (through != NIL || around != NIL)
 	{
-		/* Redis failed moments ago: queue at once rather than wait for it */
-		foreach(lc, list_concat_copy(through, around))
-			cs_queue_batch_add(&queue, cs_registry_match_key(lfirst(lc), strlen(lfirst(lc)))->relid,
-							   lfirst(lc));
-		around = NIL;
-	}
-	else if ((through != NIL || around != NIL) && !push(through, through_tables, around, &error))
-	{
-		cs_note_redis_down();
-		count_failure(list_concat_copy(through, around), error);
-		if (cachesync_on_redis_error == CS_ON_ERROR_ERROR)
-			push_failed(error);
-		foreach(lc, list_concat_copy(through, around))
-		{
-			CsTable    *t = cs_registry_match_key(lfirst(lc), strlen(lfirst(lc)));
+		bool		pushed = false;
 
-			if (t)
-				cs_queue_batch_add(&queue, t->relid, lfirst(lc));
+		/* after a failure moments ago, queue at once rather than wait again */
+		if (cachesync_on_redis_error == CS_ON_ERROR_ERROR || !cs_redis_known_down())
+		{
+			pushed = push(through, around, &error);
+			if (!pushed)
+			{
+				cs_note_redis_down();
+				count_failure(list_concat_copy(through, around), error);
+				if (cachesync_on_redis_error == CS_ON_ERROR_ERROR)
+					push_failed(error);
+			}
 		}
-		around = NIL;
+		if (pushed)
+			count_entries(through, CS_STAT_PUSHED);
+		else
+		{
+			foreach(lc, list_concat_copy(through, around))
+				cs_queue_batch_add(&queue, ((CsKeyEntry *) lfirst(lc))->relid,
+								   ((CsKeyEntry *) lfirst(lc))->key);
+			around = NIL;
+		}
 	}
-	else
-		count_keys(through, CS_STAT_PUSHED);
 	xact_invalidate = around;
 
 	flush_spill(InvalidSubTransactionId);
 	if (queue.n > 0)
 	{
-		for (int i = 0; i < queue.n; i++)
-			cs_stats_add(queue.relids[i], CS_STAT_QUEUED, 1);
+		count_queued(&queue);
 		cs_queue_insert(&queue);
 		xact_queued = true;
 	}
 	MemoryContextSwitchTo(old);
 }
 
-/* After commit: delete write_around keys, fenced by a version drawn now. */
+/*
+ * After commit: delete write_around keys, fenced by a version drawn now.
+ * Nothing here may throw or touch the catalogs: the commit is done.
+ */
 static void
 post_commit(void)
 {
@@ -636,10 +697,10 @@ post_commit(void)
 	p = cs_pipeline_create();
 	version = cs_version_next();
 	foreach(lc, xact_invalidate)
-		cs_append_fenced_write(p, cs_registry_match_key(lfirst(lc), strlen(lfirst(lc))),
-							   lfirst(lc), NULL, version);
+		cs_append_fenced_write(p, ((CsKeyEntry *) lfirst(lc))->key, NULL,
+							   CS_FORMAT_JSON, 0, version);
 	if (cs_redis_try_run(p, &replies) && cs_replies_ok(replies, p->ncommands, &error))
-		count_keys(xact_invalidate, CS_STAT_INVALIDATED);
+		count_entries(xact_invalidate, CS_STAT_INVALIDATED);
 	else
 	{
 		count_failure(xact_invalidate, cs_redis_last_error());
@@ -659,8 +720,8 @@ undo_pushed(void)
 	CsReply   **replies;
 	ListCell   *lc;
 
-	if (xact_pushed == NIL)
-		return;
+	if (xact_pushed == NIL || xact_push_failed)
+		return;					/* Redis just failed: do not wait for it twice */
 	p = cs_pipeline_create();
 	foreach(lc, xact_pushed)
 		append_undo(p, lfirst(lc), xact_version);
@@ -707,14 +768,15 @@ xact_callback(XactEvent event, void *arg)
 
 /*
  * Subtransaction callback: drops the changes of rolled-back savepoints, and
- * queues the spilled keys of a committing one while it is still current.
+ * queues the spilled keys of a committing one while it is still in progress
+ * (an ERROR there aborts it cleanly).
  */
 static void
 subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 				 SubTransactionId parentSubid, void *arg)
 {
-	if (event == SUBXACT_EVENT_COMMIT_SUB && xact_spilled)
-		flush_spill(mySubid);	/* their rows commit into the parent */
+	if (event == SUBXACT_EVENT_PRE_COMMIT_SUB && xact_spilled)
+		flush_spill(mySubid);	/* still in progress: their rows commit into the parent */
 	else if (event == SUBXACT_EVENT_ABORT_SUB && xact_has_work())
 		subxact_abort(mySubid);
 }
@@ -730,16 +792,16 @@ register_callbacks(void)
 	callbacks_registered = true;
 }
 
-/* The table a trigger serves: its only argument is the registered relid. */
+/*
+ * The registered table a trigger serves: its own table, or the registered
+ * ancestor of a partition.  Derived from the relation, never from trigger
+ * arguments, which a role could forge on a table of its own (and which
+ * would name stale OIDs after a dump and restore).
+ */
 static CsTable *
 trigger_table(TriggerData *td)
 {
-	Oid			relid;
-
-	if (td->tg_trigger->tgnargs != 1)
-		elog(ERROR, "cachesync trigger needs the registered table's OID as its argument");
-	relid = (Oid) strtoul(td->tg_trigger->tgargs[0], NULL, 10);
-	return cs_registry_lookup(relid);
+	return cs_registry_lookup_rel(td->tg_relation);
 }
 
 /*
@@ -875,7 +937,7 @@ cachesync_capture_truncate(PG_FUNCTION_ARGS)
 	return PointerGetDatum(NULL);
 }
 
-/* Runs a utility statement through SPI as the current user. */
+/* Runs a utility statement through SPI. */
 static void
 spi_utility(const char *sql)
 {
@@ -891,34 +953,34 @@ qualified_name(Oid relid)
 									  get_rel_name(relid));
 }
 
+
 /*
- * Creates the capture triggers on rel, or replaces them.  Row triggers of a
+ * Creates the capture triggers on relid, or replaces them.  Row triggers of a
  * partitioned table reach every partition, but statement triggers do not:
  * each partition gets its own TRUNCATE trigger (and so do partitions added
- * later, by the cachesync_new_partitions event trigger).
+ * later, by the cachesync_cover_new_partitions event trigger).  Called as
+ * the extension's owner (EXECUTE on the trigger functions is not PUBLIC's).
  */
 void
-cs_capture_install(Relation rel)
+cs_capture_install(Oid relid)
 {
-	Oid			relid = RelationGetRelid(rel);
 	char	   *name = qualified_name(relid);
 	ListCell   *lc;
 
 	SPI_connect();
 	spi_utility(psprintf("CREATE OR REPLACE TRIGGER cachesync_capture AFTER INSERT OR UPDATE OR DELETE ON %s "
-						 "FOR EACH ROW EXECUTE FUNCTION cachesync.capture('%u')", name, relid));
+						 "FOR EACH ROW EXECUTE FUNCTION cachesync.capture()", name));
 	foreach(lc, find_all_inheritors(relid, NoLock, NULL))
 		spi_utility(psprintf("CREATE OR REPLACE TRIGGER cachesync_truncate AFTER TRUNCATE ON %s "
-							 "FOR EACH STATEMENT EXECUTE FUNCTION cachesync.capture_truncate('%u')",
-							 qualified_name(lfirst_oid(lc)), relid));
+							 "FOR EACH STATEMENT EXECUTE FUNCTION cachesync.capture_truncate()",
+							 qualified_name(lfirst_oid(lc))));
 	SPI_finish();
 }
 
-/* Drops the capture triggers of rel and its partitions. */
+/* Drops the capture triggers of relid and its partitions. */
 void
-cs_capture_remove(Relation rel)
+cs_capture_remove(Oid relid)
 {
-	Oid			relid = RelationGetRelid(rel);
 	ListCell   *lc;
 
 	SPI_connect();

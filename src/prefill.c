@@ -33,6 +33,9 @@ PG_FUNCTION_INFO_V1(cachesync_prefill_keys);
 static char *
 element_key(CsTable *t, char *element)
 {
+	char	  **values = NULL;
+	Datum	   *texts;
+
 	if (t->nkeys == 1)
 	{
 		ArrayType  *one = construct_array((Datum[]) {CStringGetTextDatum(element)}, 1,
@@ -40,13 +43,21 @@ element_key(CsTable *t, char *element)
 
 		return cs_key_from_texts(t, cs_key_values_from_array(t, one));
 	}
-	if (cs_key_parse(t, element, strlen(element)) == NULL ||
-		cs_registry_match_key(element, strlen(element)) != t)
+
+	if (strncmp(element, cachesync_key_prefix, strlen(cachesync_key_prefix)) == 0 &&
+		strncmp(element + strlen(cachesync_key_prefix), t->key_prefix, strlen(t->key_prefix)) == 0)
+		values = cs_key_parse(t, element, strlen(element));
+	if (values == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("\"%s\" is not a Redis key of table \"%s\"", element, get_rel_name(t->relid)),
 				 errhint("For a table with a composite key, pass the keys cachesync.key() returns.")));
-	return element;
+	/* each part must be a value of its key column: throws otherwise */
+	texts = palloc(sizeof(Datum) * t->nkeys);
+	for (int i = 0; i < t->nkeys; i++)
+		texts[i] = CStringGetTextDatum(values[i]);
+	return cs_key_from_texts(t, cs_key_values_from_array(t,
+														construct_array(texts, t->nkeys, TEXTOID, -1, false, TYPALIGN_INT)));
 }
 
 /* Syncs one chunk of keys; throws when Redis fails. */
@@ -68,6 +79,8 @@ cachesync_prefill_keys(PG_FUNCTION_ARGS)
 	List	   *chunk = NIL;
 	CsSyncResult r = {0};
 
+	Oid			relid = PG_GETARG_OID(0);
+
 	cs_shmem_require();
 	if (GetTopTransactionIdIfAny() != InvalidTransactionId)
 		ereport(ERROR,
@@ -75,7 +88,8 @@ cachesync_prefill_keys(PG_FUNCTION_ARGS)
 				 errmsg("cachesync.prefill() cannot run in a transaction that has written data"),
 				 errdetail("It reads the latest committed rows, which would include this transaction's uncommitted changes."),
 				 errhint("Run it in its own transaction.")));
-	t = cs_registry_get(PG_GETARG_OID(0));
+	t = cs_registry_get(relid);
+	cs_require_select(relid);
 	deconstruct_array(PG_GETARG_ARRAYTYPE_P(1), TEXTOID, -1, false, TYPALIGN_INT,
 					  &elems, &nulls, &n);
 	SPI_connect();
@@ -90,6 +104,8 @@ cachesync_prefill_keys(PG_FUNCTION_ARGS)
 		{
 			prefill_chunk(t, chunk, &r);
 			chunk = NIL;
+			/* the work may have rebuilt the registry: look the table up again */
+			t = cs_registry_get(relid);
 		}
 	}
 	if (chunk != NIL)

@@ -22,6 +22,7 @@
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 
+#include "cachesync.h"
 #include "queue.h"
 
 static SPIPlanPtr insert_plan = NULL;
@@ -70,6 +71,7 @@ cs_queue_insert(CsQueueBatch *b)
 	bool	   *nulls;
 	int			dims[1];
 	int			lbs[1] = {1};
+	int			nest;
 
 	if (b->n == 0)
 		return;
@@ -91,6 +93,7 @@ cs_queue_insert(CsQueueBatch *b)
 	GetUserIdAndSecContext(&save_userid, &save_sec);
 	SetUserIdAndSecContext(cs_extension_table_owner("queue"),
 						   save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	nest = cs_pin_search_path();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (insert_plan == NULL)
@@ -109,6 +112,7 @@ cs_queue_insert(CsQueueBatch *b)
 		elog(ERROR, "could not add to cachesync.queue");
 	PopActiveSnapshot();
 	SPI_finish();
+	cs_unpin_search_path(nest);
 	SetUserIdAndSecContext(save_userid, save_sec);
 	b->n = 0;
 }

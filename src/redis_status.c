@@ -154,6 +154,28 @@ cachesync_redis_command(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("a Redis command needs at least its name")));
+	/* commands that would change the connection cachesync's writes share */
+	{
+		static const char *const refused[] = {
+			"select", "multi", "exec", "discard", "watch", "unwatch", "subscribe",
+			"psubscribe", "ssubscribe", "unsubscribe", "punsubscribe", "sunsubscribe",
+			"monitor", "auth", "hello", "reset", "quit", "client", "sync", "psync",
+			"replicaof", "slaveof", "readonly", "readwrite", NULL
+		};
+		char	   *name = TextDatumGetCString(elems[0]);
+
+		if (nulls[0])
+			name = "";
+		for (int i = 0; refused[i]; i++)
+		{
+			if (pg_strcasecmp(name, refused[i]) == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+						 errmsg("cachesync.redis_command() does not run %s", name),
+						 errdetail("It would change the connection that cachesync's own writes use."),
+						 errhint("Use redis-cli for connection-level commands.")));
+		}
+	}
 	argv = palloc(sizeof(char *) * n);
 	lens = palloc(sizeof(size_t) * n);
 	for (int i = 0; i < n; i++)

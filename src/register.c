@@ -26,6 +26,7 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "nodes/bitmapset.h"
+#include "commands/dbcommands.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -236,7 +237,7 @@ keys_are_unique(Relation rel, Bitmapset *keys)
 		if (!HeapTupleIsValid(tup))
 			continue;
 		index = (Form_pg_index) GETSTRUCT(tup);
-		if (!index->indisunique ||
+		if (!index->indisunique || !index->indisvalid ||
 			!heap_attisnull(tup, Anum_pg_index_indexprs, NULL) ||
 			!heap_attisnull(tup, Anum_pg_index_indpred, NULL))
 			covered = false;
@@ -469,7 +470,9 @@ store_registration(const CsRegistration *r, bool *rewrite)
 
 /*
  * Runs fn(arg) connected to SPI as the owner of cachesync.registrations,
- * holding the lock that serialises registrations.
+ * with search_path pinned to pg_catalog (the caller's path must not choose
+ * the operators a superuser runs), holding the lock that serialises
+ * registrations.
  */
 static void
 with_registrations(void (*fn) (void *), void *arg)
@@ -477,14 +480,18 @@ with_registrations(void (*fn) (void *), void *arg)
 	Oid			save_userid;
 	int			save_sec;
 
+	int			nest;
+
 	GetUserIdAndSecContext(&save_userid, &save_sec);
 	SetUserIdAndSecContext(registrations_owner(),
 						   save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	nest = cs_pin_search_path();
 	SPI_connect();
 	spi_run("LOCK TABLE cachesync.registrations IN SHARE ROW EXCLUSIVE MODE",
 			0, NULL, NULL, NULL);
 	fn(arg);
 	SPI_finish();
+	cs_unpin_search_path(nest);
 	SetUserIdAndSecContext(save_userid, save_sec);
 	CacheInvalidateRelcacheByRelid(cs_registry_relid());
 }
@@ -504,12 +511,21 @@ register_step(void *arg)
 
 	check_prefix_overlap(s->reg->relid, s->reg->key_prefix);
 	s->existed = store_registration(s->reg, &s->rewrite);
+	cs_capture_install(s->reg->relid);
 }
 
 /* Tells the caller what registering did and what is left to do. */
 static void
 report_registration(const char *name, const RegisterStep *s)
 {
+	char	   *db = get_database_name(MyDatabaseId);
+
+	if (db != NULL && strcmp(db, cachesync_database) != 0)
+		ereport(NOTICE,
+				(errmsg("the cachesync worker serves database \"%s\", not \"%s\"",
+						cachesync_database, db),
+				 errdetail("Changes that wait in the queue here (async tables, TRUNCATE, Redis outages, prepared and very large transactions) are not applied, and crashes are not healed."),
+				 errhint("Set cachesync.database = '%s' and restart the server.", db)));
 	if (!s->existed)
 		ereport(NOTICE,
 				(errmsg("existing rows of \"%s\" are not in Redis yet", name),
@@ -575,7 +591,6 @@ cachesync_register(PG_FUNCTION_ARGS)
 
 	step.reg = &reg;
 	with_registrations(register_step, &step);
-	cs_capture_install(rel);
 	report_registration(RelationGetRelationName(rel), &step);
 
 	relation_close(rel, NoLock);
@@ -599,9 +614,12 @@ unregister_step(void *arg)
 	spi_run("DELETE FROM cachesync.registrations WHERE rel::pg_catalog.oid OPERATOR(pg_catalog.=) $1 "
 			"RETURNING key_prefix", 1, types, values, NULL);
 	if (SPI_processed > 0)
+	{
 		s->key_prefix = MemoryContextStrdup(TopTransactionContext,
 											SPI_getvalue(SPI_tuptable->vals[0],
 														 SPI_tuptable->tupdesc, 1));
+		cs_capture_remove(s->relid);
+	}
 }
 
 /* cachesync.unregister(rel regclass, purge boolean) RETURNS void */
@@ -628,7 +646,6 @@ cachesync_unregister(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("table \"%s\" is not registered with cachesync", name)));
-	cs_capture_remove(rel);
 
 	if (PG_GETARG_BOOL(1))
 	{

@@ -22,6 +22,7 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "catalog/namespace.h"
+#include "catalog/partition.h"
 #include "catalog/pg_type.h"
 #include "datatype/timestamp.h"
 #include "utils/array.h"
@@ -30,16 +31,26 @@
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/rel.h"
 #include "utils/snapmgr.h"
 
 #include "cachesync.h"
 #include "registry.h"
 
 static HTAB *cs_tables = NULL;
+static HTAB *cs_partitions = NULL;	/* partition relid -> registered root */
 static MemoryContext cs_registry_cxt = NULL;
 static bool cs_registry_valid = false;
+static uint64 cs_registry_inval_count = 0;
 static bool cs_callback_registered = false;
 static Oid	cs_registrations_oid = InvalidOid;
+
+/* the registered root of a partition (InvalidOid: none) */
+typedef struct CsPartition
+{
+	Oid			relid;
+	Oid			root;
+} CsPartition;
 
 static const char *const mode_names[] = {
 	[CS_MODE_WRITE_THROUGH] = "write_through",
@@ -89,16 +100,20 @@ cs_registry_invalidate(void)
 {
 	cs_registry_valid = false;
 	cs_registrations_oid = InvalidOid;
+	cs_registry_inval_count++;
 }
 
-/* Relcache callback: drops the cache when anything it depends on changed. */
+/*
+ * Relcache callback: drops the cache when anything it depends on changed:
+ * the registrations, a registered table, a partition of one, or everything.
+ * It counts even while a load is under way, so that load starts over.
+ */
 static void
 registry_relcache_callback(Datum arg, Oid relid)
 {
-	if (!cs_registry_valid)
-		return;
 	if (relid == InvalidOid || relid == cs_registrations_oid ||
-		(cs_tables != NULL && hash_search(cs_tables, &relid, HASH_FIND, NULL)))
+		(cs_tables != NULL && hash_search(cs_tables, &relid, HASH_FIND, NULL)) ||
+		(cs_partitions != NULL && hash_search(cs_partitions, &relid, HASH_FIND, NULL)))
 		cs_registry_invalidate();
 }
 
@@ -238,6 +253,7 @@ registry_load(void)
 	TableScanDesc scan;
 	HeapTuple	tup;
 	MemoryContext old;
+	uint64		inval_count;
 
 	if (!cs_callback_registered)
 	{
@@ -248,8 +264,11 @@ registry_load(void)
 		cs_registry_cxt = AllocSetContextCreate(CacheMemoryContext,
 												"cachesync registry",
 												ALLOCSET_SMALL_SIZES);
+again:
+	inval_count = cs_registry_inval_count;
 	MemoryContextReset(cs_registry_cxt);
 	cs_tables = NULL;
+	cs_partitions = NULL;
 
 	memset(&ctl, 0, sizeof(ctl));
 	ctl.keysize = sizeof(Oid);
@@ -257,6 +276,9 @@ registry_load(void)
 	ctl.hcxt = cs_registry_cxt;
 	cs_tables = hash_create("cachesync tables", 16, &ctl,
 							HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	ctl.entrysize = sizeof(CsPartition);
+	cs_partitions = hash_create("cachesync partitions", 16, &ctl,
+								HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 
 	regoid = cs_registry_relid();
 	if (OidIsValid(regoid))
@@ -272,6 +294,9 @@ registry_load(void)
 		table_close(rel, AccessShareLock);
 		MemoryContextSwitchTo(old);
 	}
+	/* an invalidation arrived while loading: what was read may be stale */
+	if (inval_count != cs_registry_inval_count)
+		goto again;
 	cs_registry_valid = true;
 }
 
@@ -371,4 +396,40 @@ cs_registry_foreach(void (*fn) (CsTable *t, void *arg), void *arg)
 			fn(t, arg);
 	}
 	list_free(relids);
+}
+
+/*
+ * Returns the registration that serves rel: its own, or that of the
+ * registered partitioned table it is a partition of; NULL when none.
+ */
+CsTable *
+cs_registry_lookup_rel(Relation rel)
+{
+	Oid			relid = RelationGetRelid(rel);
+	CsTable    *t = cs_registry_lookup(relid);
+	CsPartition *p;
+	List	   *ancestors;
+	ListCell   *lc;
+	Oid			root = InvalidOid;
+
+	if (t != NULL || !rel->rd_rel->relispartition)
+		return t;
+	p = hash_search(cs_partitions, &relid, HASH_FIND, NULL);
+	if (p != NULL)
+		return OidIsValid(p->root) ? cs_registry_lookup(p->root) : NULL;
+
+	/* catalog access: may invalidate the cache, so look up afterwards */
+	ancestors = get_partition_ancestors(relid);
+	foreach(lc, ancestors)
+	{
+		if (cs_registry_lookup(lfirst_oid(lc)) != NULL)
+		{
+			root = lfirst_oid(lc);
+			break;
+		}
+	}
+	(void) cs_registry_lookup(InvalidOid);	/* make sure the cache is current */
+	p = hash_search(cs_partitions, &relid, HASH_ENTER, NULL);
+	p->root = root;
+	return OidIsValid(root) ? cs_registry_lookup(root) : NULL;
 }

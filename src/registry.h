@@ -11,6 +11,7 @@
 
 #include "access/attnum.h"
 #include "datatype/timestamp.h"
+#include "utils/relcache.h"
 
 typedef enum CsMode
 {
@@ -60,6 +61,7 @@ typedef struct CsTable
 #define Natts_reg				10
 
 extern CsTable *cs_registry_lookup(Oid relid);
+extern CsTable *cs_registry_lookup_rel(Relation rel);
 extern MemoryContext cs_registry_context(void);
 extern CsTable *cs_registry_match_key(const char *key, size_t len);
 extern void cs_registry_foreach(void (*fn) (CsTable *t, void *arg), void *arg);

@@ -34,6 +34,7 @@ reload_table(CsTable *t)
 	CsSyncResult r = {0};
 	CsSyncResult orphans = {0};
 
+	cs_require_select(t->relid);
 	if (!cs_sync_table(t, &r) || !cs_sync_prefix(t, cs_version_for_read(), &orphans))
 		cs_redis_raise_failure();
 	cs_stats_add(t->relid, CS_STAT_PUSHED, r.pushed);

@@ -15,17 +15,22 @@
 
 #include "access/htup_details.h"
 #include "access/relation.h"
+#include "access/xact.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
+#include "utils/syscache.h"
 
 #include "cachesync.h"
 #include "capture.h"
@@ -114,7 +119,8 @@ append_rows(CsTable *t, CsPipeline *p, uint64 version, HTAB *found)
 		tuple.t_tableOid = t->relid;
 		tuple.t_data = hdr;
 		key = cs_row_key(t, &tuple, RelationGetDescr(rel));
-		cs_append_fenced_write(p, t, key, cs_row_value(t, &tuple, RelationGetDescr(rel)), version);
+		cs_append_fenced_write(p, key, cs_row_value(t, &tuple, RelationGetDescr(rel)),
+							   t->format, t->ttl_ms, version);
 		if (found)
 			hash_search(found, &key, HASH_ENTER, NULL);
 	}
@@ -139,62 +145,163 @@ send_writes(CsPipeline *p)
 	return true;
 }
 
+/* Returns the owner of relid. */
+static Oid
+rel_owner(Oid relid)
+{
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
+/* How a guarded read went. */
+typedef struct CsFetch
+{
+	CsPipeline *p;				/* the fenced puts of the rows found */
+	HTAB	   *found;			/* their keys */
+	uint64		rows;
+} CsFetch;
+
+/*
+ * Reads the rows of the given key values and appends their fenced puts to
+ * a fresh pipeline, as the table's owner in a restricted operation with a
+ * pinned search_path (the worker runs as a superuser: no user-defined
+ * function it calls, such as a type's output function, may act with that
+ * power).  Runs in a subtransaction: returns false, with nothing changed,
+ * when the read fails, e.g. for a key value its column type refuses.
+ */
+static bool
+fetch_guarded(CsTable *t, Datum *arrays, int m, uint64 version, CsFetch *f)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	Oid			save_userid;
+	int			save_sec;
+	Oid		   *types = palloc(sizeof(Oid) * t->nkeys);
+	volatile bool ok = true;
+
+	for (int i = 0; i < t->nkeys; i++)
+		types[i] = TEXTARRAYOID;
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		int			nest;
+
+		SetUserIdAndSecContext(rel_owner(t->relid),
+							   save_sec | SECURITY_LOCAL_USERID_CHANGE |
+							   SECURITY_RESTRICTED_OPERATION);
+		nest = cs_pin_search_path();
+		run_fresh(t, fetch_query(t), t->nkeys, types, arrays);
+		f->p = cs_pipeline_create();
+		f->found = cs_keyset_create("cachesync found keys", m, sizeof(char *), cxt);
+		append_rows(t, f->p, version, f->found);
+		f->rows = SPI_processed;
+		SPI_freetuptable(SPI_tuptable);
+		cs_unpin_search_path(nest);
+		SetUserIdAndSecContext(save_userid, save_sec);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		ereport(DEBUG1,
+				(errmsg_internal("cachesync: reading rows of \"%s\" failed: %s",
+								 get_rel_name(t->relid), edata->message)));
+		FreeErrorData(edata);
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
+}
+
 /*
  * Writes the committed state of each key of t to Redis with version: the
  * row's value where the row exists, a deletion tombstone where it does not.
- * Returns false when Redis failed (nothing is known of what arrived).
+ * A key that is not a row key of t (wrong shape, or values its key columns'
+ * types refuse: written by someone else under the prefix) has no row, so it
+ * is removed too; streams are left alone.  Returns false when Redis failed
+ * (nothing is known of what arrived).
  */
 bool
 cs_sync_keys(CsTable *t, List *keys, uint64 version, CsSyncResult *result)
 {
 	int			n = list_length(keys);
 	Datum	   *arrays = palloc(sizeof(Datum) * t->nkeys);
-	Oid		   *types = palloc(sizeof(Oid) * t->nkeys);
 	Datum	  **parts = palloc(sizeof(Datum *) * t->nkeys);
 	List	   *rowkeys = NIL;
-	HTAB	   *found;
-	CsPipeline *p = cs_pipeline_create();
+	List	   *strays = NIL;
+	CsFetch		f = {0};
 	ListCell   *lc;
 	int			m = 0;
 
 	for (int i = 0; i < t->nkeys; i++)
-	{
 		parts[i] = palloc(sizeof(Datum) * Max(n, 1));
-		types[i] = TEXTARRAYOID;
-	}
 	foreach(lc, keys)
 	{
 		char	  **values;
 
-		if (is_stream_key(t, lfirst(lc)) ||
-			(values = cs_key_parse(t, lfirst(lc), strlen(lfirst(lc)))) == NULL)
+		if (is_stream_key(t, lfirst(lc)))
 			continue;
+		values = cs_key_parse(t, lfirst(lc), strlen(lfirst(lc)));
+		if (values == NULL)
+		{
+			strays = lappend(strays, lfirst(lc));
+			continue;
+		}
 		for (int i = 0; i < t->nkeys; i++)
 			parts[i][m] = CStringGetTextDatum(values[i]);
 		rowkeys = lappend(rowkeys, lfirst(lc));
 		m++;
 	}
-	if (m == 0)
-		return true;
 	for (int i = 0; i < t->nkeys; i++)
 		arrays[i] = PointerGetDatum(construct_array(parts[i], m, TEXTOID, -1, false, TYPALIGN_INT));
 
-	run_fresh(t, fetch_query(t), t->nkeys, types, arrays);
-	found = cs_keyset_create("cachesync found keys", m, sizeof(char *),
-							 CurrentMemoryContext);
-	append_rows(t, p, version, found);
-	result->pushed += SPI_processed;
+	if (m > 0 && !fetch_guarded(t, arrays, m, version, &f))
+	{
+		/* some key value is refused: retry one by one to find which */
+		bool		ok = true;
+
+		if (m == 1)
+			strays = list_concat(strays, rowkeys);
+		else
+			foreach(lc, rowkeys)
+				ok = ok && cs_sync_keys(t, list_make1(lfirst(lc)), version, result);
+		rowkeys = NIL;
+		if (!ok)
+			return false;
+	}
+	if (f.p == NULL)
+		f.p = cs_pipeline_create();
+	result->pushed += f.rows;
 	foreach(lc, rowkeys)
 	{
 		char	   *key = lfirst(lc);
 
-		if (hash_search(found, &key, HASH_FIND, NULL) == NULL)
-		{
-			cs_append_fenced_write(p, t, key, NULL, version);
-			result->removed++;
-		}
+		if (hash_search(f.found, &key, HASH_FIND, NULL) == NULL)
+			strays = lappend(strays, key);
 	}
-	return send_writes(p);
+	foreach(lc, strays)
+	{
+		cs_append_fenced_write(f.p, lfirst(lc), NULL, t->format, t->ttl_ms, version);
+		result->removed++;
+	}
+	return f.p->ncommands == 0 || send_writes(f.p);
 }
 
 typedef struct SyncPageArg
@@ -290,15 +397,26 @@ cs_sync_table(CsTable *t, CsSyncResult *result)
 		char	   *last;
 		char	  **values;
 		uint64		version;
+		Oid			save_userid;
+		int			save_sec;
+		int			nest;
 
 		CHECK_FOR_INTERRUPTS();
 		old = MemoryContextSwitchTo(page_cxt);
 		version = cs_version_for_read();
+		/* as the table's owner, restricted, with a pinned path (see fetch_guarded) */
+		GetUserIdAndSecContext(&save_userid, &save_sec);
+		SetUserIdAndSecContext(rel_owner(t->relid),
+							   save_sec | SECURITY_LOCAL_USERID_CHANGE |
+							   SECURITY_RESTRICTED_OPERATION);
+		nest = cs_pin_search_path();
 		run_fresh(t, started ? next : first, started ? t->nkeys : 0, types, args);
 		more = (SPI_processed == (uint64) cachesync_batch_size);
 		p = cs_pipeline_create();
 		last = append_rows(t, p, version, NULL);
 		result->pushed += SPI_processed;
+		cs_unpin_search_path(nest);
+		SetUserIdAndSecContext(save_userid, save_sec);
 		if (p->ncommands > 0 && !send_writes(p))
 		{
 			MemoryContextSwitchTo(old);
@@ -319,4 +437,18 @@ cs_sync_table(CsTable *t, CsSyncResult *result)
 	}
 	MemoryContextDelete(page_cxt);
 	return true;
+}
+
+/*
+ * Throws unless the current user may SELECT relid: prefill() and reload()
+ * read rows as the table's owner, which must not let a caller without
+ * SELECT put them into Redis.
+ */
+void
+cs_require_select(Oid relid)
+{
+	AclResult	aclresult = pg_class_aclcheck(relid, GetUserId(), ACL_SELECT);
+
+	if (aclresult != ACLCHECK_OK)
+		aclcheck_error(aclresult, OBJECT_TABLE, get_rel_name(relid));
 }

@@ -21,5 +21,6 @@ typedef struct CsSyncResult
 extern bool cs_sync_keys(CsTable *t, List *keys, uint64 version, CsSyncResult *result);
 extern bool cs_sync_prefix(CsTable *t, uint64 version, CsSyncResult *result);
 extern bool cs_sync_table(CsTable *t, CsSyncResult *result);
+extern void cs_require_select(Oid relid);
 
 #endif							/* CACHESYNC_SYNC_H */

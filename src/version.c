@@ -26,20 +26,30 @@
  * before its commit becomes visible.  A populator drawing later but taking
  * its snapshot before that commit would read the old row with a higher
  * version.  So a pusher first publishes a lower bound of its version in its
- * shared slot, then draws; a populator draws, then lowers its version below
- * every published bound.  Either the populator sees the bound (and loses to
- * the pusher), or the pusher published after the populator drew (and so drew
- * a higher version).  The slot is cleared after the commit is visible or the
- * abort was undone.  Cost: one atomic write per pushing transaction, a scan
- * of MaxBackends slots per populating batch.
+ * shared slot, then draws; a populator draws, then waits until no slot holds
+ * a bound below its version, and only then takes its snapshot.  Either the
+ * pusher published before the populator drew (and has committed or undone
+ * its push by the time the populator reads), or it published after (and so
+ * drew a higher version).  The slot is cleared once the commit is visible
+ * or the abort undone.  Cost: one atomic write per pushing transaction; a
+ * scan of MaxBackends slots per populating batch, which waits only while a
+ * commit that began earlier is still in flight (usually well under a
+ * millisecond), and gives up after cachesync.command_timeout.
+ *
+ * (An earlier design lowered the populator's version below every published
+ * bound instead of waiting.  With a commit held in flight for long, e.g. by
+ * synchronous replication, every populator then wrote with the same lowered
+ * version and Redis refused the newer rows as not newer.)
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
+#include "miscadmin.h"
 #include "storage/proc.h"
 #include "utils/timestamp.h"
 
+#include "cachesync.h"
 #include "shmem.h"
 #include "version.h"
 
@@ -91,20 +101,36 @@ cs_version_end_push(void)
 
 /*
  * Returns the version a populator writes with.  Call it before taking the
- * snapshot whose rows will be written.
+ * snapshot whose rows will be written: it returns once every push that
+ * began before it is committed or undone.  Throws when one stays in flight
+ * longer than cachesync.command_timeout.
  */
 uint64
 cs_version_for_read(void)
 {
 	uint64		v = cs_version_next();
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   cachesync_command_timeout);
 
 	pg_memory_barrier();
 	for (int i = 0; i < cs_shared->nslots; i++)
 	{
-		uint64		bound = pg_atomic_read_u64(&cs_shared->slots[i].published);
+		for (;;)
+		{
+			uint64		bound = pg_atomic_read_u64(&cs_shared->slots[i].published);
 
-		if (bound != 0 && bound - 1 < v)
-			v = bound - 1;
+			if (bound == 0 || bound >= v || (MyProc && i == MyProc->pgprocno))
+				break;
+			if (GetCurrentTimestamp() > deadline)
+				ereport(ERROR,
+						(errcode(ERRCODE_LOCK_NOT_AVAILABLE),
+						 errmsg("a commit that writes to Redis stayed in flight for more than %d ms",
+								cachesync_command_timeout),
+						 errdetail("Filling the cache now could store a row older than that commit's."),
+						 errhint("Try again; check for commits waiting on Redis or on synchronous replication.")));
+			CHECK_FOR_INTERRUPTS();
+			pg_usleep(100L);
+		}
 	}
 	return v;
 }

@@ -233,7 +233,7 @@ ship_batch(void)
 	redis_ok();
 
 	argtypes[0] = INT8ARRAYOID;
-	args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, true, TYPALIGN_DOUBLE));
+	args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	if (SPI_execute_with_args("DELETE FROM cachesync.queue WHERE id = ANY($1)",
 							  1, argtypes, args, NULL, false, 0) != SPI_OK_DELETE)
 		elog(ERROR, "could not delete from cachesync.queue");
@@ -330,9 +330,31 @@ heal_requested(void)
 	return false;
 }
 
+/* Heals the intent sets of this generation whose owners asked. */
+static bool
+heal_requested_slots(void)
+{
+	for (int i = 0; i < cs_shared->nslots; i++)
+	{
+		uint32		requested = pg_atomic_read_u32(&cs_shared->slots[i].heal);
+		char	   *ikey;
+
+		if (requested == 0)
+			continue;
+		ikey = psprintf("%s%sintent:" UINT64_FORMAT ":%d", cachesync_key_prefix,
+						CS_INTERNAL_PREFIX, cs_shared->generation, i);
+		if (!heal_members(ikey))
+			return false;
+		pg_atomic_compare_exchange_u32(&cs_shared->slots[i].heal, &requested, 0);
+	}
+	return true;
+}
+
 /*
- * Heals intent sets: every one after a (re)connect, otherwise only those
- * whose owner asked.  Runs inside a transaction, SPI connected.
+ * Heals intent sets: after a (re)connect every one (SCAN), including those
+ * an earlier generation left behind after a crash; otherwise only those
+ * whose owner asked (named directly, no SCAN).  Runs inside a transaction,
+ * SPI connected.
  */
 static CsWork
 heal(void)
@@ -340,14 +362,20 @@ heal(void)
 	bool		all = !healed_since_connect;
 	char	   *pattern;
 
-	if (!all && !heal_requested())
-		return CS_WORK_IDLE;
+	if (!all)
+	{
+		if (!heal_requested())
+			return CS_WORK_IDLE;
+		if (!heal_requested_slots())
+			return redis_failed("healing unfinished pushes");
+		return CS_WORK_DONE;
+	}
 	pattern = psprintf("%s%sintent:", cachesync_key_prefix, CS_INTERNAL_PREFIX);
 	if (!cs_keyspace_scan(pattern, heal_page, &all))
 		return redis_failed("healing unfinished pushes");
 	redis_ok();
 	healed_since_connect = true;
-	return all ? CS_WORK_IDLE : CS_WORK_DONE;
+	return CS_WORK_IDLE;
 }
 
 /* Returns the name of the marker that tells Redis still holds our data. */
@@ -381,11 +409,25 @@ load_table(CsTable *t, void *arg)
 	st->rows += r.pushed;
 }
 
+/* Returns the run_id line value of an INFO server reply, or "". */
+static char *
+run_id_of(const CsReply *info)
+{
+	const char *p;
+
+	if (info->type != CS_REPLY_STRING || (p = strstr(info->str, "run_id:")) == NULL)
+		return "";
+	p += strlen("run_id:");
+	return pnstrdup(p, strcspn(p, "\r\n"));
+}
+
 /*
- * When Redis lost cachesync's data (restarted empty, flushed), loads every
- * write_through and async table again, so the cache converges without
- * manual action.  write_around tables fill on reads.  The marker is set
- * only once every table is loaded, so an interrupted load starts over.
+ * When Redis lost cachesync's data (restarted, even from an older snapshot,
+ * or flushed), loads every write_through and async table again, so the
+ * cache converges without manual action; write_around tables fill on
+ * reads.  The marker holds the run_id of the Redis it was loaded into and
+ * is set only once every table is loaded, so an interrupted load starts
+ * over.
  */
 static CsWork
 load_if_empty(void)
@@ -393,21 +435,25 @@ load_if_empty(void)
 	CsPipeline *p = cs_pipeline_create();
 	CsReply   **r;
 	LoadState	st = {0};
+	char	   *run_id;
 
-	cs_pipeline_append_strs(p, 2, (const char *[]) {"EXISTS", epoch_key()});
+	cs_pipeline_append_strs(p, 2, (const char *[]) {"INFO", "server"});
+	cs_pipeline_append_strs(p, 2, (const char *[]) {"GET", epoch_key()});
 	if (!cs_redis_try_run(p, &r))
-		return redis_failed("checking for an empty Redis");
-	if (r[0]->type == CS_REPLY_INTEGER && r[0]->integer == 1)
+		return redis_failed("checking whether Redis lost its data");
+	run_id = run_id_of(r[0]);
+	if (r[1]->type == CS_REPLY_STRING && strcmp(r[1]->str, run_id) == 0)
 		return CS_WORK_IDLE;
 
 	ereport(LOG,
-			(errmsg("cachesync worker: Redis at %s holds no cachesync data; loading the write_through and async tables",
-					cs_redis_server())));
+			(errmsg("cachesync worker: Redis at %s %s; loading the write_through and async tables",
+					cs_redis_server(),
+					r[1]->type == CS_REPLY_STRING ? "restarted" : "holds no cachesync data")));
 	cs_registry_foreach(load_table, &st);
 	if (st.failed)
-		return redis_failed("loading tables into an empty Redis");
+		return redis_failed("loading tables into Redis");
 	cs_pipeline_reset(p);
-	cs_pipeline_append_strs(p, 3, (const char *[]) {"SET", epoch_key(), "1"});
+	cs_pipeline_append_strs(p, 3, (const char *[]) {"SET", epoch_key(), run_id});
 	if (!cs_redis_try_run(p, &r))
 		return redis_failed("marking Redis as loaded");
 	redis_ok();
@@ -428,12 +474,16 @@ in_transaction(CsWork (*fn) (void), const char *activity)
 	StartTransactionCommand();
 	PG_TRY();
 	{
+		int			nest;
+
 		SPI_connect();
+		nest = cs_pin_search_path();
 		PushActiveSnapshot(GetTransactionSnapshot());
 		pgstat_report_activity(STATE_RUNNING, activity);
 		if (extension_installed())
 			result = fn();
 		PopActiveSnapshot();
+		cs_unpin_search_path(nest);
 		SPI_finish();
 		if (result == CS_WORK_REDIS_DOWN)
 			AbortCurrentTransaction();
