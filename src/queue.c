@@ -4,7 +4,10 @@
  *	  Adding keys to the durable queue (the worker consumes it, worker.c).
  *
  * Writers may lack any privilege on cachesync's tables, so rows are
- * inserted as the owner of cachesync.queue.
+ * inserted as the owner of cachesync.queue.  The statement names every
+ * object with its schema and uses no operator, and the column defaults are
+ * stored resolved, so the writer's search_path cannot steer it (and pinning
+ * the path would cost every writing transaction a GUC change).
  *
  *-------------------------------------------------------------------------
  */
@@ -71,7 +74,6 @@ cs_queue_insert(CsQueueBatch *b)
 	bool	   *nulls;
 	int			dims[1];
 	int			lbs[1] = {1};
-	int			nest;
 
 	if (b->n == 0)
 		return;
@@ -93,7 +95,6 @@ cs_queue_insert(CsQueueBatch *b)
 	GetUserIdAndSecContext(&save_userid, &save_sec);
 	SetUserIdAndSecContext(cs_extension_table_owner("queue"),
 						   save_sec | SECURITY_LOCAL_USERID_CHANGE);
-	nest = cs_pin_search_path();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (insert_plan == NULL)
@@ -112,7 +113,6 @@ cs_queue_insert(CsQueueBatch *b)
 		elog(ERROR, "could not add to cachesync.queue");
 	PopActiveSnapshot();
 	SPI_finish();
-	cs_unpin_search_path(nest);
 	SetUserIdAndSecContext(save_userid, save_sec);
 	b->n = 0;
 }
