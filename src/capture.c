@@ -64,7 +64,7 @@ PG_FUNCTION_INFO_V1(cachesync_capture_truncate);
 
 /* intent sets live a day: the worker heals them long before */
 #define CS_INTENT_TTL_MS "86400000"
-/* keys per SADD */
+/* spilled keys buffered per queue INSERT is twice this */
 #define CS_INTENT_CHUNK 512
 
 /* One state of one key, at one subtransaction level. */
@@ -372,33 +372,81 @@ cs_version_key(const char *key)
 	return psprintf("%.*s%sv:%s", (int) glen, key, CS_INTERNAL_PREFIX, key + glen);
 }
 
-/* Appends SADDs of keys to the intent set, resetting it first unless the worker still has to heal it. */
+/*
+ * Appends one FCALL cachesync_push carrying the whole transaction: every
+ * key joins this process's intent set (emptied first, unless the worker
+ * still has to heal it), write_through keys get their fenced put or delete,
+ * write_around keys only the intent.  One command, one Lua call.
+ */
 static void
-append_intents(CsPipeline *p, List *keys)
+append_push(CsPipeline *p, List *through, List *around, uint64 version)
 {
-	char	   *ikey = intent_key();
-	bool		heal_pending = pg_atomic_read_u32(&cs_shared->slots[MyProc->pgprocno].heal) > 0;
-	const char **argv = palloc(sizeof(char *) * (CS_INTENT_CHUNK + 2));
+	int			nkeys = 1 + 2 * (list_length(through) + list_length(around));
+	int			maxargs = 3 + nkeys + 4 + list_length(around);
+	const char **argv;
+	size_t	   *lens;
 	int			argc = 0;
+	char		nkeys_s[16];
+	char		vbuf[32];
+	char		tomb[32];
 	ListCell   *lc;
 
-	if (!heal_pending)
-		cs_pipeline_append_strs(p, 2, (const char *[]) {"DEL", ikey});
-	foreach(lc, keys)
+	foreach(lc, through)
 	{
-		if (argc == 0)
+		CsKeyEntry *e = lfirst(lc);
+
+		maxargs += e->top->value ? 4 + e->top->value->nargs : 1;
+	}
+	argv = palloc(sizeof(char *) * maxargs);
+	lens = palloc(sizeof(size_t) * maxargs);
+	snprintf(nkeys_s, sizeof(nkeys_s), "%d", nkeys);
+	snprintf(vbuf, sizeof(vbuf), UINT64_FORMAT, version);
+	snprintf(tomb, sizeof(tomb), "%d", cachesync_tombstone_ttl);
+
+#define ARG(s) (argv[argc] = (s), lens[argc] = strlen(argv[argc]), argc++)
+	ARG("FCALL");
+	ARG("cachesync_push");
+	ARG(nkeys_s);
+	ARG(intent_key());
+	foreach(lc, through)
+	{
+		ARG(((CsKeyEntry *) lfirst(lc))->key);
+		ARG(cs_version_key(((CsKeyEntry *) lfirst(lc))->key));
+	}
+	foreach(lc, around)
+	{
+		ARG(((CsKeyEntry *) lfirst(lc))->key);
+		ARG(cs_version_key(((CsKeyEntry *) lfirst(lc))->key));
+	}
+	ARG(vbuf);
+	ARG(pg_atomic_read_u32(&cs_shared->slots[MyProc->pgprocno].heal) > 0 ? "0" : "1");
+	ARG(CS_INTENT_TTL_MS);
+	ARG(tomb);
+	foreach(lc, through)
+	{
+		CsKeyEntry *e = lfirst(lc);
+		CsValue    *v = e->top->value;
+
+		if (v == NULL)
 		{
-			argv[argc++] = "SADD";
-			argv[argc++] = ikey;
+			ARG("d");
+			continue;
 		}
-		argv[argc++] = lfirst(lc);
-		if (argc == CS_INTENT_CHUNK + 2 || lnext(keys, lc) == NULL)
+		ARG("p");
+		ARG(psprintf(INT64_FORMAT, e->ttl_ms));
+		ARG(e->format == CS_FORMAT_JSON ? "json" : "hash");
+		ARG(psprintf("%d", v->nargs));
+		for (int i = 0; i < v->nargs; i++)
 		{
-			cs_pipeline_append_strs(p, argc, argv);
-			argc = 0;
+			argv[argc] = v->args[i];
+			lens[argc++] = v->lens[i];
 		}
 	}
-	cs_pipeline_append_strs(p, 3, (const char *[]) {"PEXPIRE", ikey, CS_INTENT_TTL_MS});
+	foreach(lc, around)
+		ARG("i");
+#undef ARG
+	Assert(argc <= maxargs);
+	cs_pipeline_append(p, argc, argv, lens);
 }
 
 /*
@@ -538,26 +586,18 @@ entry_keys(List *entries)
 }
 
 /*
- * Sends intents and write_through values in one pipeline.  Returns false
- * when Redis could not take them all; *error says why.
+ * Sends intents and write_through values in one FCALL.  Returns false when
+ * Redis could not take them all; *error says why.
  */
 static bool
 push(List *through, List *around, const char **error)
 {
 	CsPipeline *p = cs_pipeline_create();
 	CsReply   **replies;
-	ListCell   *lc;
 
 	xact_version = cs_version_begin_push();
 	xact_publishing = true;
-	append_intents(p, entry_keys(list_concat_copy(through, around)));
-	foreach(lc, through)
-	{
-		CsKeyEntry *e = lfirst(lc);
-
-		cs_append_fenced_write(p, e->key, e->top->value, e->format, e->ttl_ms,
-							   xact_version);
-	}
+	append_push(p, through, around, xact_version);
 	xact_pushed = entry_keys(through);
 	if (!cs_redis_try_run(p, &replies))
 	{
