@@ -9,7 +9,10 @@
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "access/htup_details.h"
+#include "catalog/pg_class.h"
 #include "miscadmin.h"
+#include "utils/syscache.h"
 #include "utils/guc.h"
 
 #include "cachesync.h"
@@ -76,4 +79,18 @@ void
 cs_unpin_search_path(int nest)
 {
 	AtEOXact_GUC(true, nest);
+}
+
+/* Returns the owner of relid. */
+Oid
+cs_rel_owner(Oid relid)
+{
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
 }

@@ -51,15 +51,7 @@ cs_queue_batch_add(CsQueueBatch *b, Oid relid, const char *key)
 Oid
 cs_extension_table_owner(const char *relname)
 {
-	Oid			relid = get_relname_relid(relname, get_namespace_oid("cachesync", false));
-	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	Oid			owner;
-
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for cachesync.%s", relname);
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
-	return owner;
+	return cs_rel_owner(get_relname_relid(relname, get_namespace_oid("cachesync", false)));
 }
 
 /* Inserts the batch into cachesync.queue in one statement, then empties it. */

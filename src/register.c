@@ -387,20 +387,13 @@ static Oid
 registrations_owner(void)
 {
 	Oid			regoid = cs_registry_relid();
-	HeapTuple	tup;
-	Oid			owner;
 
 	if (!OidIsValid(regoid))
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("extension cachesync is not installed in this database"),
 				 errhint("Run CREATE EXTENSION cachesync.")));
-	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(regoid));
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for relation %u", regoid);
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
-	return owner;
+	return cs_rel_owner(regoid);
 }
 
 /* Throws if prefix overlaps the key prefix of another registered table. */

@@ -145,18 +145,36 @@ send_writes(CsPipeline *p)
 	return true;
 }
 
-/* Returns the owner of relid. */
-static Oid
-rel_owner(Oid relid)
-{
-	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	Oid			owner;
 
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for relation %u", relid);
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
-	return owner;
+/* The user and search_path to restore after reading as a table's owner. */
+typedef struct CsAsOwner
+{
+	Oid			userid;
+	int			sec;
+	int			nest;
+} CsAsOwner;
+
+/*
+ * Becomes relid's owner in a restricted operation with a pinned search_path:
+ * the worker runs as a superuser, and no user-defined function it calls
+ * while reading (a type's output function, say) may act with that power.
+ */
+static void
+become_owner(Oid relid, CsAsOwner *save)
+{
+	GetUserIdAndSecContext(&save->userid, &save->sec);
+	SetUserIdAndSecContext(cs_rel_owner(relid),
+						   save->sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	save->nest = cs_pin_search_path();
+}
+
+/* Undoes become_owner(). */
+static void
+stop_being_owner(CsAsOwner *save)
+{
+	cs_unpin_search_path(save->nest);
+	SetUserIdAndSecContext(save->userid, save->sec);
 }
 
 /* How a guarded read went. */
@@ -169,10 +187,8 @@ typedef struct CsFetch
 
 /*
  * Reads the rows of the given key values and appends their fenced puts to
- * a fresh pipeline, as the table's owner in a restricted operation with a
- * pinned search_path (the worker runs as a superuser: no user-defined
- * function it calls, such as a type's output function, may act with that
- * power).  Runs in a subtransaction: returns false, with nothing changed,
+ * a fresh pipeline, as the table's owner (become_owner).  Runs in a
+ * subtransaction: returns false, with nothing changed,
  * when the read fails, e.g. for a key value its column type refuses.
  */
 static bool
@@ -180,32 +196,25 @@ fetch_guarded(CsTable *t, Datum *arrays, int m, uint64 version, CsFetch *f)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
-	Oid			save_userid;
-	int			save_sec;
 	Oid		   *types = palloc(sizeof(Oid) * t->nkeys);
 	volatile bool ok = true;
 
 	for (int i = 0; i < t->nkeys; i++)
 		types[i] = TEXTARRAYOID;
-	GetUserIdAndSecContext(&save_userid, &save_sec);
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		int			nest;
+		CsAsOwner	save;
 
-		SetUserIdAndSecContext(rel_owner(t->relid),
-							   save_sec | SECURITY_LOCAL_USERID_CHANGE |
-							   SECURITY_RESTRICTED_OPERATION);
-		nest = cs_pin_search_path();
+		become_owner(t->relid, &save);
 		run_fresh(t, fetch_query(t), t->nkeys, types, arrays);
 		f->p = cs_pipeline_create();
 		f->found = cs_keyset_create("cachesync found keys", m, sizeof(char *), cxt);
 		append_rows(t, f->p, version, f->found);
 		f->rows = SPI_processed;
 		SPI_freetuptable(SPI_tuptable);
-		cs_unpin_search_path(nest);
-		SetUserIdAndSecContext(save_userid, save_sec);
+		stop_being_owner(&save);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
@@ -397,26 +406,18 @@ cs_sync_table(CsTable *t, CsSyncResult *result)
 		char	   *last;
 		char	  **values;
 		uint64		version;
-		Oid			save_userid;
-		int			save_sec;
-		int			nest;
+		CsAsOwner	save;
 
 		CHECK_FOR_INTERRUPTS();
 		old = MemoryContextSwitchTo(page_cxt);
 		version = cs_version_for_read();
-		/* as the table's owner, restricted, with a pinned path (see fetch_guarded) */
-		GetUserIdAndSecContext(&save_userid, &save_sec);
-		SetUserIdAndSecContext(rel_owner(t->relid),
-							   save_sec | SECURITY_LOCAL_USERID_CHANGE |
-							   SECURITY_RESTRICTED_OPERATION);
-		nest = cs_pin_search_path();
+		become_owner(t->relid, &save);
 		run_fresh(t, started ? next : first, started ? t->nkeys : 0, types, args);
 		more = (SPI_processed == (uint64) cachesync_batch_size);
 		p = cs_pipeline_create();
 		last = append_rows(t, p, version, NULL);
 		result->pushed += SPI_processed;
-		cs_unpin_search_path(nest);
-		SetUserIdAndSecContext(save_userid, save_sec);
+		stop_being_owner(&save);
 		if (p->ncommands > 0 && !send_writes(p))
 		{
 			MemoryContextSwitchTo(old);
