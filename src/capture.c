@@ -863,6 +863,28 @@ as_registered_row(CsTable *t, TupleDesc partdesc, HeapTuple tuple, TupleDesc *de
 	return map ? execute_attr_map_tuple(tuple, map) : tuple;
 }
 
+/*
+ * Returns the registered table a capture trigger serves, or NULL when
+ * capture is off or no registration serves it; throws when the
+ * registration is out of date.
+ */
+static CsTable *
+capture_target(TriggerData *td)
+{
+	CsTable    *t;
+
+	if (!cachesync_enabled || cs_capture_suppressed)
+		return NULL;
+	cs_shmem_require();
+	t = trigger_table(td);
+	if (t == NULL)
+		return NULL;
+	if (t->broken)
+		cs_registry_get(t->relid);	/* throws with the reason */
+	register_callbacks();
+	return t;
+}
+
 /* Records the change of one row. */
 static void
 capture_row(CsTable *t, HeapTuple oldtup, HeapTuple newtup, TupleDesc desc)
@@ -896,15 +918,9 @@ cachesync_capture(PG_FUNCTION_ARGS)
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_ROW(td->tg_event) ||
 		!TRIGGER_FIRED_AFTER(td->tg_event))
 		elog(ERROR, "cachesync.capture() must be an AFTER ... FOR EACH ROW trigger");
-	if (!cachesync_enabled || cs_capture_suppressed)
-		return PointerGetDatum(NULL);
-	cs_shmem_require();
-	t = trigger_table(td);
+	t = capture_target(td);
 	if (t == NULL)
 		return PointerGetDatum(NULL);
-	if (t->broken)
-		cs_registry_get(t->relid);	/* throws with the reason */
-	register_callbacks();
 
 	if (TRIGGER_FIRED_BY_INSERT(td->tg_event))
 		newtup = td->tg_trigtuple;
@@ -960,13 +976,9 @@ cachesync_capture_truncate(PG_FUNCTION_ARGS)
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BY_TRUNCATE(td->tg_event))
 		elog(ERROR, "cachesync.capture_truncate() must be an AFTER TRUNCATE trigger");
-	if (!cachesync_enabled || cs_capture_suppressed)
-		return PointerGetDatum(NULL);
-	cs_shmem_require();
-	t = trigger_table(td);
+	t = capture_target(td);
 	if (t == NULL)
 		return PointerGetDatum(NULL);
-	register_callbacks();
 	forget_table_keys(t);
 	old = MemoryContextSwitchTo(TopTransactionContext);
 	tr = palloc(sizeof(CsTruncate));
