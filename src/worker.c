@@ -16,7 +16,7 @@
  * second (to notice COMMIT PREPARED and heal requests), or backs off up to
  * CS_MAX_BACKOFF_MS while Redis is down, logging the outage once.
  *
- * A queue batch is: read the entries (FOR UPDATE SKIP LOCKED), draw a
+ * A queue batch is: read the oldest entries, draw a
  * populator version, read the current rows, write them fenced, delete the
  * entries, commit.  A Redis failure rolls the batch back, so no entry is
  * lost; replaying one twice is harmless (it writes the committed row).
@@ -210,8 +210,12 @@ ship_batch(void)
 	Datum	   *ids;
 	uint64		n;
 
+	/*
+	 * No FOR UPDATE: this worker is the only one that deletes queue rows,
+	 * and locking each row would cost a heap update (and WAL) per change.
+	 */
 	if (SPI_execute_with_args("SELECT ctid, rel, key FROM cachesync.queue ORDER BY id "
-							  "LIMIT $1 FOR UPDATE SKIP LOCKED",
+							  "LIMIT $1",
 							  1, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read cachesync.queue");
 	n = SPI_processed;
