@@ -216,3 +216,17 @@ SELECT count(*) >= 0 AS tidied FROM err_keys('__cachesync:v:*err*') k,
 DROP TABLE err_big, err_bigh, err_txt, err_txth, err_null, err_nullh, err_glob1, err_glob2,
     err_drop, err_all, err_pf, err_pfc, err_unreg;
 DROP FUNCTION err_keys(text), err_get(regclass, text[]), err_hget(regclass, text[]);
+
+-- a transaction whose values pass 64 MB goes to the queue instead of one huge push
+CREATE TABLE err_huge (id int PRIMARY KEY, v text);
+SET client_min_messages = warning;
+SELECT cachesync.register('err_huge', key_prefix => 'regress_huge:');
+RESET client_min_messages;
+INSERT INTO err_huge SELECT g, repeat('x', 1100000) FROM generate_series(1, 62) g;
+SELECT count(*) AS queued FROM cachesync.queue WHERE rel = 'err_huge'::regclass;
+SELECT cachesync.redis_command('EXISTS', 'regress_huge:1') AS pushed;
+DELETE FROM cachesync.queue WHERE rel = 'err_huge'::regclass;
+SET client_min_messages = warning;
+SELECT cachesync.unregister('err_huge', purge => true);
+RESET client_min_messages;
+DROP TABLE err_huge;

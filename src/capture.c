@@ -26,8 +26,9 @@
  *   them once COMMIT PREPARED makes them visible.
  *
  * A transaction that changes more than cachesync.max_transaction_changes
- * keys stops keeping them in memory: they go to the queue in batches, and
- * the worker syncs them after commit.
+ * keys, or whose values pass CS_MAX_PUSH_BYTES, stops keeping them in
+ * memory: they go to the queue in batches, and the worker syncs them after
+ * commit.
  *
  *-------------------------------------------------------------------------
  */
@@ -64,6 +65,8 @@ PG_FUNCTION_INFO_V1(cachesync_capture_truncate);
 
 /* intent sets live a day: the worker heals them long before */
 #define CS_INTENT_TTL_MS "86400000"
+/* a transaction whose values pass this many bytes goes to the queue */
+#define CS_MAX_PUSH_BYTES (64 * 1024 * 1024)
 /* spilled keys buffered per queue INSERT is twice this */
 #define CS_INTENT_CHUNK 512
 
@@ -95,6 +98,7 @@ typedef struct CsTruncate
 /* the current transaction's changes, in TopTransactionContext */
 static HTAB *xact_keys = NULL;
 static int	xact_nkeys = 0;
+static Size xact_value_bytes = 0;	/* of the values recorded so far */
 static List *xact_truncates = NIL;
 static SubTransactionId xact_max_subid = InvalidSubTransactionId;
 static bool xact_spilled = false;
@@ -129,6 +133,7 @@ xact_reset(void)
 {
 	xact_keys = NULL;
 	xact_nkeys = 0;
+	xact_value_bytes = 0;
 	xact_truncates = NIL;
 	xact_max_subid = InvalidSubTransactionId;
 	xact_spilled = false;
@@ -303,12 +308,15 @@ record_change(CsTable *t, char *key, CsValue *value)
 		{
 			s->value->args[i] = pnstrdup(value->args[i], value->lens[i]);
 			s->value->lens[i] = value->lens[i];
+			xact_value_bytes += value->lens[i];
 		}
 	}
 	xact_max_subid = Max(xact_max_subid, subid);
 	MemoryContextSwitchTo(old);
 
-	if (xact_nkeys > cachesync_max_transaction_changes)
+	/* bounded memory, and a push that fits one Redis command */
+	if (xact_nkeys > cachesync_max_transaction_changes ||
+		xact_value_bytes > CS_MAX_PUSH_BYTES)
 		spill();
 }
 
