@@ -139,12 +139,12 @@ COMMENT ON FUNCTION cachesync.capture_truncate() IS 'TRUNCATE trigger of registe
 -- not reach Redis).  Transient: not dumped.
 --
 CREATE TABLE cachesync.queue (
-    id          bigserial PRIMARY KEY,
     rel         oid NOT NULL,
     key         text,
     enqueued_at timestamptz NOT NULL DEFAULT clock_timestamp()
-);
-COMMENT ON TABLE cachesync.queue IS 'keys whose cache entry the background worker must bring in line with the table';
+) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10000,
+        autovacuum_vacuum_insert_scale_factor = 0, autovacuum_vacuum_insert_threshold = 10000);
+COMMENT ON TABLE cachesync.queue IS 'keys whose cache entry the background worker must bring in line with the table; no index: writers append with a plain heap insert, the worker walks it by ctid';
 COMMENT ON COLUMN cachesync.queue.key IS 'the Redis key; NULL for every key of the table (TRUNCATE)';
 REVOKE ALL ON cachesync.queue FROM PUBLIC;
 

@@ -17,7 +17,7 @@ $$ SELECT cachesync.redis_command('EXISTS', cachesync.key(rel, VARIADIC kv)) $$;
 CREATE FUNCTION sync_pttl(k text) RETURNS bigint LANGUAGE sql AS
 $$ SELECT cachesync.redis_command('PTTL', k)::bigint $$;
 CREATE FUNCTION sync_queue(rel regclass) RETURNS SETOF text LANGUAGE sql AS
-$$ SELECT coalesce(key, '<whole table>') FROM cachesync.queue WHERE rel = $1 ORDER BY key NULLS FIRST, id $$;
+$$ SELECT coalesce(key, '<whole table>') FROM cachesync.queue WHERE rel = $1 ORDER BY key NULLS FIRST, ctid $$;
 
 CREATE TABLE sync_wt (id int PRIMARY KEY, v text, n int);
 CREATE TABLE sync_wth (id int PRIMARY KEY, v text, n int);

@@ -16,7 +16,7 @@
  * second (to notice COMMIT PREPARED and heal requests), or backs off up to
  * CS_MAX_BACKOFF_MS while Redis is down, logging the outage once.
  *
- * A queue batch is: read the oldest entries, draw a
+ * A queue batch is: read the next entries by ctid, draw a
  * populator version, read the current rows, write them fenced, delete the
  * entries, commit.  A Redis failure rolls the batch back, so no entry is
  * lost; replaying one twice is harmless (it writes the committed row).
@@ -44,6 +44,7 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "storage/itemptr.h"
 
 #include "cachesync.h"
 #include "keys.h"
@@ -200,25 +201,43 @@ sync_tables(List *tables)
 	return true;
 }
 
+/* where the next batch starts: the worker walks the queue by ctid */
+static ItemPointerData next_tid;
+
+/* Reads up to batch_size entries after next_tid; returns how many. */
+static uint64
+read_batch(void)
+{
+	Oid			argtypes[2] = {TIDOID, INT4OID};
+	Datum		args[2] = {PointerGetDatum(&next_tid), Int32GetDatum(cachesync_batch_size)};
+
+	/*
+	 * A TID range scan in physical order, which is about arrival order.  No
+	 * FOR UPDATE: this worker is the only one that deletes queue rows.
+	 */
+	if (SPI_execute_with_args("SELECT ctid, rel, key FROM cachesync.queue "
+							  "WHERE ctid > $1 LIMIT $2",
+							  2, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read cachesync.queue");
+	return SPI_processed;
+}
+
 /* Ships one batch of the queue.  Runs inside a transaction, SPI connected. */
 static CsWork
 ship_batch(void)
 {
-	Oid			argtypes[1] = {INT4OID};
-	Datum		args[1] = {Int32GetDatum(cachesync_batch_size)};
+	Oid			argtypes[1];
+	Datum		args[1];
 	List	   *tables = NIL;
 	Datum	   *ids;
-	uint64		n;
+	uint64		n = read_batch();
 
-	/*
-	 * No FOR UPDATE: this worker is the only one that deletes queue rows,
-	 * and locking each row would cost a heap update (and WAL) per change.
-	 */
-	if (SPI_execute_with_args("SELECT ctid, rel, key FROM cachesync.queue ORDER BY id "
-							  "LIMIT $1",
-							  1, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read cachesync.queue");
-	n = SPI_processed;
+	if (n == 0 && ItemPointerGetBlockNumberNoCheck(&next_tid) + ItemPointerGetOffsetNumberNoCheck(&next_tid) > 0)
+	{
+		/* reached the end: entries may have landed in freed space before it */
+		ItemPointerSet(&next_tid, 0, 0);
+		n = read_batch();
+	}
 	if (n == 0)
 		return CS_WORK_IDLE;
 	ids = palloc(sizeof(Datum) * n);
@@ -232,11 +251,15 @@ ship_batch(void)
 		add_key(&tables, DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull)),
 				SPI_getvalue(tup, desc, 3));
 	}
+	ItemPointerCopy((ItemPointer) DatumGetPointer(ids[n - 1]), &next_tid);
 	if (!sync_tables(tables))
+	{
+		ItemPointerSet(&next_tid, 0, 0);
 		return redis_failed("shipping the queue");
+	}
 	redis_ok();
 
-	/* by ctid: a TID scan, whatever the planner thinks of a long id list */
+	/* by ctid: a TID scan, whatever the planner thinks of a long list */
 	argtypes[0] = TIDARRAYOID;
 	args[0] = PointerGetDatum(construct_array(ids, n, TIDOID, sizeof(ItemPointerData), false, TYPALIGN_SHORT));
 	if (SPI_execute_with_args("DELETE FROM cachesync.queue WHERE ctid = ANY($1)",
@@ -528,6 +551,7 @@ round_of_work(void)
 	if (w == CS_WORK_REDIS_DOWN)
 		return w;
 	w = in_transaction(heal, "healing");
+	ItemPointerSet(&next_tid, 0, 0);
 
 	if (w == CS_WORK_REDIS_DOWN)
 		return w;

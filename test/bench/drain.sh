@@ -43,8 +43,8 @@ worker_pid() { bq -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'cac
 # it (the ids of one batch as a known array), while the queue is full.
 delete_plan() {   # batch size
     bq <<EOF | grep -E 'Scan' | sed 's/^ *//; s/ *(.*//; s/^-> *//' | paste -sd' ' - || true
-SELECT format('EXPLAIN DELETE FROM cachesync.queue WHERE id = ANY(%L::bigint[])', array_agg(id))
-  FROM (SELECT id FROM cachesync.queue ORDER BY id LIMIT $1) s \gexec
+SELECT format('EXPLAIN DELETE FROM cachesync.queue WHERE ctid = ANY(%L::tid[])', array_agg(ctid))
+  FROM (SELECT ctid FROM cachesync.queue LIMIT $1) s \gexec
 EOF
 }
 

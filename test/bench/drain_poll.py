@@ -21,12 +21,13 @@ conn = psycopg2.connect(dsn)
 conn.autocommit = True
 cur = conn.cursor()
 cur.execute("SELECT pg_reload_conf()")
-cur.execute("SELECT min(id) FROM cachesync.queue")
-head0 = cur.fetchone()[0]
+cur.execute("SELECT ctid FROM cachesync.queue LIMIT 1")
+row0 = cur.fetchone()
+head0 = row0[0] if row0 else None
 first = None
 polls = 0
 while True:
-    cur.execute("SELECT id FROM cachesync.queue ORDER BY id LIMIT 1")
+    cur.execute("SELECT ctid FROM cachesync.queue LIMIT 1")
     row = cur.fetchone()
     now = time.time()
     polls += 1
