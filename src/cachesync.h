@@ -43,6 +43,11 @@ extern Oid	cs_rel_owner(Oid relid);
 extern int	cs_pin_search_path(void);
 extern void cs_unpin_search_path(int nest);
 
+/* PostgreSQL 15 renamed EmitWarningsOnPlaceholders */
+#if PG_VERSION_NUM < 150000
+#define MarkGUCPrefixReserved(prefix) EmitWarningsOnPlaceholders(prefix)
+#endif
+
 /* PostgreSQL 16 renamed the per-class ownership checks */
 #if PG_VERSION_NUM >= 160000
 #define cs_rel_ownercheck(relid, roleid) \
