@@ -122,6 +122,12 @@ SELECT cachesync.unregister('err_glob2', purge => true);
 --
 INSERT INTO err_drop VALUES (1, 'k1', 'g1', 'e1');
 SELECT err_get('err_drop', '1');
+-- dropping a cached column is refused...
+ALTER TABLE err_drop DROP COLUMN gone;
+-- ...so put the registration out of date behind cachesync's back
+UPDATE cachesync.registrations SET columns = ARRAY['id', 'keep', 'gone_by_hand']
+ WHERE rel = 'err_drop'::regclass;
+\c
 ALTER TABLE err_drop DROP COLUMN gone;
 -- the next write fails with a clear error, whatever it is
 INSERT INTO err_drop VALUES (2, 'k2', 'e2');

@@ -41,6 +41,7 @@ _PG_init(void)
 	cachesync_preloaded = true;
 	cs_shmem_init_hooks();
 	cs_worker_register();
+	cs_ddl_init();
 }
 
 /*

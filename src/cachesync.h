@@ -40,6 +40,7 @@ extern void cachesync_define_gucs(void);
 extern bool cachesync_preloaded;
 extern void cachesync_require_preload(void);
 extern Oid	cs_rel_owner(Oid relid);
+extern void cs_ddl_init(void);
 extern int	cs_pin_search_path(void);
 extern void cs_unpin_search_path(int nest);
 

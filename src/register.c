@@ -656,3 +656,35 @@ cachesync_unregister(PG_FUNCTION_ARGS)
 	relation_close(rel, NoLock);
 	PG_RETURN_VOID();
 }
+
+typedef struct RenameStep
+{
+	Oid			relid;
+	const char *oldname;
+	const char *newname;
+} RenameStep;
+
+/* The stored part of a column rename, run by with_registrations(). */
+static void
+rename_step(void *arg)
+{
+	RenameStep *r = arg;
+	Oid			types[3] = {OIDOID, TEXTOID, TEXTOID};
+	Datum		values[3] = {ObjectIdGetDatum(r->relid), CStringGetTextDatum(r->oldname),
+	CStringGetTextDatum(r->newname)};
+
+	spi_run("UPDATE cachesync.registrations "
+			"SET key_columns = pg_catalog.array_replace(key_columns, $2, $3), "
+			"    columns = pg_catalog.array_replace(columns, $2, $3) "
+			"WHERE rel::pg_catalog.oid OPERATOR(pg_catalog.=) $1",
+			3, types, values, NULL);
+}
+
+/* Follows ALTER TABLE ... RENAME COLUMN of a registered table (ddl.c). */
+void
+cs_registry_rename_column(Oid relid, const char *oldname, const char *newname)
+{
+	RenameStep	r = {relid, oldname, newname};
+
+	with_registrations(rename_step, &r);
+}

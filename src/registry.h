@@ -68,6 +68,8 @@ extern void cs_registry_foreach(void (*fn) (CsTable *t, void *arg), void *arg);
 extern CsTable *cs_registry_get(Oid relid);
 extern Oid	cs_registry_relid(void);
 extern void cs_registry_invalidate(void);
+extern void cs_registry_rename_column(Oid relid, const char *oldname,
+									  const char *newname);
 
 extern int64 cs_interval_ms(const Interval *iv);
 extern bool cs_mode_parse(const char *name, CsMode *mode);
