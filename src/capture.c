@@ -68,7 +68,7 @@ PG_FUNCTION_INFO_V1(cachesync_capture_truncate);
 /* a transaction whose values pass this many bytes goes to the queue */
 #define CS_MAX_PUSH_BYTES (64 * 1024 * 1024)
 /* spilled keys buffered per queue INSERT is twice this */
-#define CS_INTENT_CHUNK 512
+#define CS_SPILL_CHUNK 512
 
 /* One state of one key, at one subtransaction level. */
 typedef struct CsKeyState
@@ -116,7 +116,6 @@ static bool xact_queued = false;
 
 static bool callbacks_registered = false;
 
-bool		cs_capture_suppressed = false;
 
 /* Creates the key table of the current transaction. */
 static void
@@ -238,7 +237,7 @@ record_spilled(Oid relid, const char *key)
 	MemoryContext old;
 	int			cap;
 
-	if (xact_spill.n >= CS_INTENT_CHUNK * 2)
+	if (xact_spill.n >= CS_SPILL_CHUNK * 2)
 		flush_spill(GetCurrentSubTransactionId());
 	old = MemoryContextSwitchTo(xact_spill_cxt);
 	cap = xact_spill.cap;
@@ -363,23 +362,6 @@ subxact_abort(SubTransactionId subid)
 	xact_spill.n = kept;
 }
 
-/* Returns the name of this process's intent set. */
-static char *
-intent_key(void)
-{
-	return psprintf("%s%sintent:" UINT64_FORMAT ":%d", cachesync_key_prefix,
-					CS_INTERNAL_PREFIX, cs_shared->generation, MyProc->pgprocno);
-}
-
-/* Returns the version key that fences key. */
-char *
-cs_version_key(const char *key)
-{
-	size_t		glen = strlen(cachesync_key_prefix);
-
-	return psprintf("%.*s%sv:%s", (int) glen, key, CS_INTERNAL_PREFIX, key + glen);
-}
-
 /*
  * Appends one FCALL cachesync_push carrying the whole transaction: every
  * key joins this process's intent set (emptied first, unless the worker
@@ -415,7 +397,7 @@ append_push(CsPipeline *p, List *through, List *around, uint64 version)
 	ARG("FCALL");
 	ARG("cachesync_push");
 	ARG(nkeys_s);
-	ARG(intent_key());
+	ARG(cs_intent_key(cs_shared->generation, MyProc->pgprocno));
 	foreach(lc, through)
 	{
 		ARG(((CsKeyEntry *) lfirst(lc))->key);
@@ -881,7 +863,7 @@ capture_target(TriggerData *td)
 {
 	CsTable    *t;
 
-	if (!cachesync_enabled || cs_capture_suppressed)
+	if (!cachesync_enabled)
 		return NULL;
 	cs_shmem_require();
 	t = trigger_table(td);

@@ -15,13 +15,9 @@
 #include "registry.h"
 #include "rowformat.h"
 
-/* set while the worker applies write-back entries: nothing is captured */
-extern bool cs_capture_suppressed;
-
 extern void cs_capture_install(Oid relid);
 extern void cs_capture_remove(Oid relid);
 
-extern char *cs_version_key(const char *key);
 extern void cs_append_fenced_write(CsPipeline *p, const char *key, CsValue *value,
 								   CsFormat format, int64 ttl_ms, uint64 version);
 extern bool cs_replies_ok(CsReply **replies, int n, const char **error);

@@ -172,3 +172,20 @@ cs_keyset_create(const char *name, long nelem, Size entrysize, MemoryContext cxt
 	return hash_create(name, Max(nelem, 16), &ctl,
 					   HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
 }
+
+/* Returns the version key that fences the row key key (see version.c). */
+char *
+cs_version_key(const char *key)
+{
+	size_t		glen = strlen(cachesync_key_prefix);
+
+	return psprintf("%.*s%sv:%s", (int) glen, key, CS_INTERNAL_PREFIX, key + glen);
+}
+
+/* Returns the intent set of process slot in generation (see capture.c). */
+char *
+cs_intent_key(uint64 generation, int slot)
+{
+	return psprintf("%s%sintent:" UINT64_FORMAT ":%d", cachesync_key_prefix,
+					CS_INTERNAL_PREFIX, generation, slot);
+}

@@ -22,6 +22,8 @@ extern void cs_key_start(StringInfo buf, const CsTable *t);
 extern void cs_key_append_part(StringInfo buf, const char *value, int len);
 extern char *cs_key_from_texts(const CsTable *t, char **values);
 extern char *cs_key_glob_pattern(const char *prefix);
+extern char *cs_version_key(const char *key);
+extern char *cs_intent_key(uint64 generation, int slot);
 extern HTAB *cs_keyset_create(const char *name, long nelem, Size entrysize,
 							   MemoryContext cxt);
 extern char **cs_key_values_from_array(const CsTable *t, ArrayType *arr);

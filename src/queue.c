@@ -44,13 +44,6 @@ cs_queue_batch_add(CsQueueBatch *b, Oid relid, const char *key)
 	b->n++;
 }
 
-/* Returns the owner of cachesync.<relname>. */
-Oid
-cs_extension_table_owner(const char *relname)
-{
-	return cs_rel_owner(get_relname_relid(relname, get_namespace_oid("cachesync", false)));
-}
-
 /*
  * Appends the batch to cachesync.queue, then empties it.  A plain heap
  * insert per key: the queue has no index, trigger or rule, so no executor

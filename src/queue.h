@@ -21,6 +21,5 @@ typedef struct CsQueueBatch
 
 extern void cs_queue_batch_add(CsQueueBatch *b, Oid relid, const char *key);
 extern void cs_queue_insert(CsQueueBatch *b);
-extern Oid	cs_extension_table_owner(const char *relname);
 
 #endif							/* CACHESYNC_QUEUE_H */

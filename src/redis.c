@@ -116,13 +116,6 @@ set_failure(CsFailure kind, const char *fmt,...)
 	return false;
 }
 
-/* Returns true while a connection is open. */
-bool
-cs_redis_is_connected(void)
-{
-	return cs_ctx != NULL;
-}
-
 /* Closes the connection, if any; the next call reconnects. */
 void
 cs_redis_disconnect(void)

@@ -63,7 +63,6 @@ extern void cs_redis_check_reply(const CsReply *reply, const char *what);
 
 extern const char *cs_redis_last_error(void);
 extern const char *cs_redis_server(void);
-extern bool cs_redis_is_connected(void);
 extern void cs_redis_disconnect(void);
 
 #endif							/* CACHESYNC_REDIS_H */

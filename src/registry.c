@@ -74,13 +74,6 @@ cs_mode_parse(const char *name, CsMode *mode)
 	return false;
 }
 
-/* Returns the SQL name of a mode. */
-const char *
-cs_mode_name(CsMode mode)
-{
-	return mode_names[mode];
-}
-
 /* Sets *format from its SQL name; returns false for an unknown name. */
 bool
 cs_format_parse(const char *name, CsFormat *format)

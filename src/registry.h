@@ -73,7 +73,6 @@ extern void cs_registry_rename_column(Oid relid, const char *oldname,
 
 extern int64 cs_interval_ms(const Interval *iv);
 extern bool cs_mode_parse(const char *name, CsMode *mode);
-extern const char *cs_mode_name(CsMode mode);
 extern bool cs_format_parse(const char *name, CsFormat *format);
 
 #endif							/* CACHESYNC_REGISTRY_H */

@@ -307,11 +307,14 @@ heal_members(const char *ikey)
 	return sync_tables(tables);
 }
 
-/* cs_keyspace_scan callback: heals the intent sets of one SCAN page. */
+/*
+ * cs_keyspace_scan callback of a full heal: syncs every intent set of one
+ * SCAN page, deletes those of earlier generations (their processes are
+ * gone) and clears the requests of this generation's.
+ */
 static bool
 heal_page(List *keys, void *arg)
 {
-	bool		all = *(bool *) arg;
 	ListCell   *lc;
 
 	foreach(lc, keys)
@@ -321,14 +324,10 @@ heal_page(List *keys, void *arg)
 		bool		old = intent_is_old(ikey, &slot);
 		uint32		requested = 0;
 
+		if (!old && (slot < 0 || slot >= cs_shared->nslots))
+			continue;
 		if (!old)
-		{
-			if (slot < 0 || slot >= cs_shared->nslots)
-				continue;
 			requested = pg_atomic_read_u32(&cs_shared->slots[slot].heal);
-			if (requested == 0 && !all)
-				continue;
-		}
 		if (!heal_members(ikey))
 			return false;
 		if (old)
@@ -369,8 +368,7 @@ heal_requested_slots(void)
 
 		if (requested == 0)
 			continue;
-		ikey = psprintf("%s%sintent:" UINT64_FORMAT ":%d", cachesync_key_prefix,
-						CS_INTERNAL_PREFIX, cs_shared->generation, i);
+		ikey = cs_intent_key(cs_shared->generation, i);
 		if (!heal_members(ikey))
 			return false;
 		pg_atomic_compare_exchange_u32(&cs_shared->slots[i].heal, &requested, 0);
@@ -387,10 +385,9 @@ heal_requested_slots(void)
 static CsWork
 heal(void)
 {
-	bool		all = !healed_since_connect;
 	char	   *pattern;
 
-	if (!all)
+	if (healed_since_connect)
 	{
 		if (!heal_requested())
 			return CS_WORK_IDLE;
@@ -399,7 +396,7 @@ heal(void)
 		return CS_WORK_DONE;
 	}
 	pattern = psprintf("%s%sintent:", cachesync_key_prefix, CS_INTERNAL_PREFIX);
-	if (!cs_keyspace_scan(pattern, heal_page, &all))
+	if (!cs_keyspace_scan(pattern, heal_page, NULL))
 		return redis_failed("healing unfinished pushes");
 	redis_ok();
 	healed_since_connect = true;

@@ -144,6 +144,34 @@ $h->finish;
 $b->finish;
 is($redis->cli('EXISTS', 'public.acct:3'), '0', 'the deleted row did not come back');
 
+# 5. write_around: the delete after the commit fails (the row's version key
+# was made unusable by hand, so the fenced delete errors): nothing can fail
+# any more, the stale value is still in Redis, and the worker must heal it
+# from the intent set once Redis lets it.
+$node->safe_psql('postgres', q{
+	CREATE TABLE wa (id int PRIMARY KEY, v text);
+	SELECT cachesync.register('wa', mode => 'write_around');
+	INSERT INTO wa VALUES (1, 'old');
+});
+$redis->cli('SET', 'public.wa:1', '{"id":1,"v":"old"}');
+$redis->cli('DEL', '__cachesync:v:public.wa:1');
+$redis->cli('HSET', '__cachesync:v:public.wa:1', 'not', 'a version');
+my $errors0 = $node->safe_psql('postgres', "SELECT errors FROM cachesync.stats WHERE rel = 'wa'::regclass");
+$node->safe_psql('postgres', "UPDATE wa SET v = 'new' WHERE id = 1");
+is($node->safe_psql('postgres', "SELECT errors FROM cachesync.stats WHERE rel = 'wa'::regclass"),
+	$errors0 + 1, 'the failed delete after commit is counted as an error');
+is($redis->cli('GET', 'public.wa:1'), '{"id":1,"v":"old"}', 'the stale value survived the commit');
+$redis->cli('DEL', '__cachesync:v:public.wa:1');
+my $healed;
+for (1 .. 300)
+{
+	$healed = $redis->cli('GET', 'public.wa:1');
+	last if $healed ne '{"id":1,"v":"old"}';
+	usleep(100_000);
+}
+ok($healed eq '' || $healed eq '{"id":1,"v":"new"}',
+	"the worker healed the key from the intent set (now: '$healed')");
+
 # quiescence
 my $d = CacheSync::Redis::cache_diff($node, 'acct');
 is_deeply([ @$d{qw(missing stale orphaned)} ], [ 0, 0, 0 ], 'acct: cache equals the table');
