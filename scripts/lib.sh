@@ -30,6 +30,21 @@ cs_die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 cs_require_root() {
     [[ $(id -u) -eq 0 ]] || cs_die "run this as root (it installs packages and runs servers as the postgres user)"
+    cs_lock_install
+}
+
+# The extension is installed into the one Postgres installation of this
+# machine, so two runs from different checkouts (tests, demo, benchmarks)
+# would replace each other's library mid-run.  Runs take turns: the lock is
+# held on fd 9 until the script exits.
+cs_lock_install() {
+    [[ -n ${CS_LOCKED:-} ]] && return 0
+    exec 9>/tmp/cachesync-install.lock
+    if ! flock -n 9; then
+        cs_log "another cachesync test, demo or benchmark is running on this machine; waiting for it"
+        flock 9
+    fi
+    export CS_LOCKED=1
 }
 
 # -- packages -----------------------------------------------------------------
