@@ -3,8 +3,9 @@
  * queue.c
  *	  Adding keys to the durable queue (the worker consumes it, worker.c).
  *
- * Entries are appended with plain heap inserts (no SPI, no executor): the
- * queue has no index, and the worker walks it in physical order by ctid.
+ * Entries are appended with plain heap inserts and removed with plain heap
+ * deletes (no SPI, no executor): the queue has no index, and the worker
+ * walks it in physical order by ctid.
  *
  *-------------------------------------------------------------------------
  */
@@ -44,6 +45,14 @@ cs_queue_batch_add(CsQueueBatch *b, Oid relid, const char *key)
 	b->n++;
 }
 
+/* Opens cachesync.queue. */
+static Relation
+open_queue(void)
+{
+	return table_open(get_relname_relid("queue", get_namespace_oid("cachesync", false)),
+					  RowExclusiveLock);
+}
+
 /*
  * Appends the batch to cachesync.queue, then empties it.  A plain heap
  * insert per key: the queue has no index, trigger or rule, so no executor
@@ -52,14 +61,12 @@ cs_queue_batch_add(CsQueueBatch *b, Oid relid, const char *key)
 void
 cs_queue_insert(CsQueueBatch *b)
 {
-	Oid			relid;
 	Relation	rel;
 	TimestampTz now = GetCurrentTimestamp();
 
 	if (b->n == 0)
 		return;
-	relid = get_relname_relid("queue", get_namespace_oid("cachesync", false));
-	rel = table_open(relid, RowExclusiveLock);
+	rel = open_queue();
 	for (int i = 0; i < b->n; i++)
 	{
 		Datum		values[3];
@@ -76,4 +83,25 @@ cs_queue_insert(CsQueueBatch *b)
 	}
 	table_close(rel, NoLock);
 	b->n = 0;
+}
+
+/*
+ * Deletes the queue entries at the given ctids (the worker, once it has
+ * shipped them).  Deleting tuple by tuple rather than with
+ * DELETE ... WHERE ctid = ANY($1): for a long array the planner prefers a
+ * sequential scan of the whole queue, which made every batch cost as much
+ * as the backlog.  Only the worker deletes queue entries and nobody updates
+ * them, so simple_heap_delete cannot meet a concurrent change.
+ */
+void
+cs_queue_delete(ItemPointerData *tids, int n)
+{
+	Relation	rel;
+
+	if (n == 0)
+		return;
+	rel = open_queue();
+	for (int i = 0; i < n; i++)
+		simple_heap_delete(rel, &tids[i]);
+	table_close(rel, NoLock);
 }

@@ -10,6 +10,8 @@
 #ifndef CACHESYNC_QUEUE_H
 #define CACHESYNC_QUEUE_H
 
+#include "storage/itemptr.h"
+
 /* keys gathered for one INSERT into the queue */
 typedef struct CsQueueBatch
 {
@@ -21,5 +23,6 @@ typedef struct CsQueueBatch
 
 extern void cs_queue_batch_add(CsQueueBatch *b, Oid relid, const char *key);
 extern void cs_queue_insert(CsQueueBatch *b);
+extern void cs_queue_delete(ItemPointerData *tids, int n);
 
 #endif							/* CACHESYNC_QUEUE_H */

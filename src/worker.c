@@ -38,7 +38,6 @@
 #include "storage/latch.h"
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
-#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
@@ -49,6 +48,7 @@
 #include "cachesync.h"
 #include "keys.h"
 #include "keyspace.h"
+#include "queue.h"
 #include "redis.h"
 #include "registry.h"
 #include "shmem.h"
@@ -226,10 +226,8 @@ read_batch(void)
 static CsWork
 ship_batch(void)
 {
-	Oid			argtypes[1];
-	Datum		args[1];
 	List	   *tables = NIL;
-	Datum	   *ids;
+	ItemPointerData *tids;
 	uint64		n = read_batch();
 
 	if (n == 0 && ItemPointerGetBlockNumberNoCheck(&next_tid) + ItemPointerGetOffsetNumberNoCheck(&next_tid) > 0)
@@ -240,31 +238,26 @@ ship_batch(void)
 	}
 	if (n == 0)
 		return CS_WORK_IDLE;
-	ids = palloc(sizeof(Datum) * n);
+	tids = palloc(sizeof(ItemPointerData) * n);
 	for (uint64 i = 0; i < n; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
 
-		ids[i] = SPI_getbinval(tup, desc, 1, &isnull);
+		ItemPointerCopy((ItemPointer) DatumGetPointer(SPI_getbinval(tup, desc, 1, &isnull)),
+						&tids[i]);
 		add_key(&tables, DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull)),
 				SPI_getvalue(tup, desc, 3));
 	}
-	ItemPointerCopy((ItemPointer) DatumGetPointer(ids[n - 1]), &next_tid);
+	ItemPointerCopy(&tids[n - 1], &next_tid);
 	if (!sync_tables(tables))
 	{
 		ItemPointerSet(&next_tid, 0, 0);
 		return redis_failed("shipping the queue");
 	}
 	redis_ok();
-
-	/* by ctid: a TID scan, whatever the planner thinks of a long list */
-	argtypes[0] = TIDARRAYOID;
-	args[0] = PointerGetDatum(construct_array(ids, n, TIDOID, sizeof(ItemPointerData), false, TYPALIGN_SHORT));
-	if (SPI_execute_with_args("DELETE FROM cachesync.queue WHERE ctid = ANY($1)",
-							  1, argtypes, args, NULL, false, 0) != SPI_OK_DELETE)
-		elog(ERROR, "could not delete from cachesync.queue");
+	cs_queue_delete(tids, n);
 	return CS_WORK_DONE;
 }
 
