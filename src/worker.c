@@ -47,6 +47,7 @@
 #include "storage/itemptr.h"
 
 #include "cachesync.h"
+#include "hotkeys.h"
 #include "keys.h"
 #include "keyspace.h"
 #include "redis.h"
@@ -474,6 +475,8 @@ load_if_empty(void)
 			(errmsg("cachesync worker: Redis at %s %s; loading the write_through and async tables",
 					cs_redis_server(),
 					r[1]->type == CS_REPLY_STRING ? "restarted" : "holds no cachesync data")));
+	if (!cs_warmup())
+		return redis_failed("warming hot keys");
 	cs_registry_foreach(load_table, &st);
 	if (st.failed)
 		return redis_failed("loading tables into Redis");
@@ -613,6 +616,7 @@ cachesync_worker_main(Datum arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 		w = round_of_work();
+		cs_hot_persist_if_due();
 		if (w == CS_WORK_REDIS_DOWN)
 		{
 			wait = backoff;
