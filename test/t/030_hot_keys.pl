@@ -66,9 +66,15 @@ $node->safe_psql('postgres', q{SELECT cachesync.get('hot', '1')});
 is($node->safe_psql('postgres', q{SELECT hits FROM cachesync.stats WHERE rel = 'hot'::regclass}),
 	$hits + 1, 'a warmed key is a hit');
 
-# across a Postgres restart: the counts come back from the file
+# across a Postgres restart: the counts come back from the file (the reads
+# just before the restart are there too: the postmaster writes the file at
+# shutdown, while the worker writes it at most every 10 s)
+$node->safe_psql('postgres', q{SELECT count(cachesync.get('hot', '2')) FROM generate_series(1, 7)});
+my $hits_of = q{SELECT hits FROM cachesync.hot_keys WHERE key = 'public.hot:2'};
+my $before = $node->safe_psql('postgres', $hits_of);
 $node->restart;
 is($node->safe_psql('postgres', $top), $expected, 'after a restart the hot keys are known');
+is($node->safe_psql('postgres', $hits_of), $before, 'with the counts of the last reads');
 flush_and_wait('after a restart and FLUSHALL');
 
 # Redis down: get() and get_many() answer from the table
