@@ -40,6 +40,7 @@
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
+#include "utils/syscache.h"
 #include "utils/timestamp.h"
 
 #include "cachesync.h"
@@ -169,6 +170,37 @@ count_key(int ti, const char *key, int len, uint32 h, int64 count, int64 error)
 	e[min].key[len] = '\0';
 }
 
+/*
+ * Frees the slots of this database's tables that were dropped (a dropped
+ * table loses its registration without unregister()), at most once per
+ * CS_HOT_PERSIST_MS per process.  Checks the catalog without the lock.
+ */
+static void
+prune_dropped(void)
+{
+	static TimestampTz pruned_at = 0;
+	Oid		   *relids;
+	int			n = 0;
+
+	if (!TimestampDifferenceExceeds(pruned_at, GetCurrentTimestamp(), CS_HOT_PERSIST_MS))
+		return;
+	pruned_at = GetCurrentTimestamp();
+	relids = palloc(sizeof(Oid) * hot->maxtables);
+	LWLockAcquire(hot->lock, LW_SHARED);
+	for (int i = 0; i < hot->ntables; i++)
+	{
+		if (hot->tables[i].dbid == MyDatabaseId)
+			relids[n++] = hot->tables[i].relid;
+	}
+	LWLockRelease(hot->lock);
+	for (int i = 0; i < n; i++)
+	{
+		if (!SearchSysCacheExists1(RELOID, ObjectIdGetDatum(relids[i])))
+			cs_hot_forget(relids[i]);
+	}
+	pfree(relids);
+}
+
 /* Counts one read of each of n keys (given after the table's prefix). */
 void
 cs_hot_observe(Oid relid, char **suffixes, int n)
@@ -179,6 +211,14 @@ cs_hot_observe(Oid relid, char **suffixes, int n)
 		return;
 	LWLockAcquire(hot->lock, LW_EXCLUSIVE);
 	ti = table_index(MyDatabaseId, relid, true);
+	if (ti < 0)
+	{
+		/* every slot is taken: maybe by tables dropped since */
+		LWLockRelease(hot->lock);
+		prune_dropped();
+		LWLockAcquire(hot->lock, LW_EXCLUSIVE);
+		ti = table_index(MyDatabaseId, relid, true);
+	}
 	for (int i = 0; ti >= 0 && i < n; i++)
 	{
 		int			len = strlen(suffixes[i]);

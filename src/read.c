@@ -299,12 +299,18 @@ read_keys(CsRead *r)
 		suffixes[i] = r->keys[i] + plen;
 	cs_hot_observe(r->t->relid, suffixes, r->n);
 
-	if (!bypass && (cs_redis_known_down() || !read_hits(r, &hits)))
+	if (!bypass)
 	{
-		if (!cs_redis_known_down())
-			cs_stats_error(r->t->relid, "get(): Redis unreachable, read the table");
-		cs_note_redis_down();
-		store = false;
+		/* while a recent failure says Redis is down, go straight to the table */
+		bool		down = cs_redis_known_down();
+
+		if (down || !read_hits(r, &hits))
+		{
+			if (!down)
+				cs_stats_error(r->t->relid, "get(): Redis unreachable, read the table");
+			cs_note_redis_down();
+			store = false;
+		}
 	}
 	if (hits < r->n)
 	{

@@ -16,7 +16,8 @@ use CacheSync::Redis;
 
 my $redis = CacheSync::Redis->new();
 my $node = CacheSync::Redis::new_node('hot', $redis,
-	'cachesync.hot_keys = 50', 'cachesync.warmup_keys = 10');
+	'cachesync.hot_keys = 50', 'cachesync.warmup_keys = 10',
+	'cachesync.hot_keys_tables = 2');
 
 $node->safe_psql('postgres', q{
 	CREATE TABLE hot (id int PRIMARY KEY, v text);
@@ -88,6 +89,23 @@ is($node->safe_psql('postgres', q{SELECT cachesync.get('hot', '9999') IS NULL}),
 	'Redis down: an absent row is still NULL');
 $redis->start;
 flush_and_wait('after Redis came back');
+
+# the table slots are bounded (hot_keys_tables = 2); a dropped table's slot
+# is freed for the next table read
+$node->safe_psql('postgres', q{
+	CREATE TABLE t_a (id int PRIMARY KEY);
+	CREATE TABLE t_b (id int PRIMARY KEY);
+	SELECT cachesync.register('t_a');
+	SELECT cachesync.register('t_b');
+	SELECT cachesync.get('t_a', '1');
+});
+my $tracked = q{SELECT string_agg(DISTINCT relid::regclass::text, ',' ORDER BY relid::regclass::text)
+	FROM cachesync._hot_keys()};
+$node->safe_psql('postgres', q{SELECT cachesync.get('t_b', '1')});
+is($node->safe_psql('postgres', $tracked), 'hot,t_a', 'a third table is not tracked');
+$node->safe_psql('postgres', q{DROP TABLE t_a});
+$node->safe_psql('postgres', q{SELECT cachesync.get('t_b', '1')});
+is($node->safe_psql('postgres', $tracked), 'hot,t_b', 'a dropped table frees its slot');
 
 $node->stop;
 done_testing();
