@@ -6,7 +6,8 @@
  *
  * One worker serves cachesync.database.  Each round, in this order:
  *   0. if Redis lost cachesync's data (restart without persistence,
- *      FLUSHALL), load every write_through and async table again;
+ *      FLUSHALL), warm every table's hottest keys (warmup.c), then load
+ *      every write_through and async table again;
  *   1. after start and after every Redis outage: heal the intent sets left
  *      by an earlier generation (a crash between a push and its commit
  *      record), and those this generation's backends asked for;
