@@ -184,7 +184,10 @@ SELECT r.rel,
        s.last_error_at,
        NULL::timestamptz AS last_reload_at,
        NULL::bigint AS last_validation_id,
-       coalesce(s.queued, 0) AS queued
+       coalesce(s.queued, 0) AS queued,
+       CASE WHEN coalesce(s.hits, 0) + coalesce(s.misses, 0) > 0
+            THEN round(s.hits::numeric / (s.hits + s.misses), 4)
+       END AS hit_ratio
 FROM cachesync.registrations r
 LEFT JOIN cachesync._table_stats() s ON s.relid = r.rel::oid
 LEFT JOIN (SELECT rel, count(*) AS depth, clock_timestamp() - min(enqueued_at) AS lag
@@ -260,3 +263,44 @@ REVOKE ALL ON FUNCTION cachesync.prefill(regclass, text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION cachesync.reload(regclass) FROM PUBLIC;
 REVOKE ALL ON FUNCTION cachesync._table_stats() FROM PUBLIC;
 REVOKE ALL ON FUNCTION cachesync.forget_dropped_tables() FROM PUBLIC;
+
+-- ==== read-through, hot keys and warm-up ====
+
+CREATE FUNCTION cachesync.get(rel regclass, VARIADIC key_values text[])
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'cachesync_get'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION cachesync.get(regclass, text[]) IS 'read-through: the cached row from Redis, or on a miss from the table (then stored in Redis); NULL when the row does not exist';
+
+CREATE FUNCTION cachesync.get_many(rel regclass, keys text[])
+RETURNS TABLE(key text, value jsonb)
+AS 'MODULE_PATHNAME', 'cachesync_get_many'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION cachesync.get_many(regclass, text[]) IS 'read-through of many single-column keys: one Redis round trip for the hits, one query for the misses; value NULL where no row exists';
+
+-- the privileges that count are the table's: get() checks them itself
+GRANT EXECUTE ON FUNCTION cachesync.get(regclass, text[]) TO PUBLIC;
+GRANT EXECUTE ON FUNCTION cachesync.get_many(regclass, text[]) TO PUBLIC;
+
+CREATE FUNCTION cachesync.prefill(rel regclass, top_n integer)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'cachesync_prefill_top'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cachesync.prefill(regclass, integer) IS 'loads the top_n most read keys of the table into Redis (keys whose row is gone are removed); returns the rows loaded';
+REVOKE ALL ON FUNCTION cachesync.prefill(regclass, integer) FROM PUBLIC;
+
+CREATE FUNCTION cachesync._hot_keys(OUT relid oid, OUT key text, OUT hits bigint, OUT error bigint)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'cachesync_hot_keys_list'
+LANGUAGE C VOLATILE;
+REVOKE ALL ON FUNCTION cachesync._hot_keys() FROM PUBLIC;
+
+CREATE VIEW cachesync.hot_keys AS
+SELECT r.rel,
+       coalesce(current_setting('cachesync.key_prefix', true), '') || r.key_prefix || h.key AS key,
+       h.hits,
+       h.hits - h.error AS hits_at_least
+FROM cachesync._hot_keys() h
+JOIN cachesync.registrations r ON r.rel::oid = h.relid;
+COMMENT ON VIEW cachesync.hot_keys IS 'the most read keys of each registered table (approximate top-k, hottest first): hits is an upper bound, hits_at_least a lower bound';
+REVOKE ALL ON cachesync.hot_keys FROM PUBLIC;

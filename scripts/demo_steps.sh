@@ -94,3 +94,18 @@ sleep 3
 redis GET public.demo_users:1
 redis GET public.demo_events:5
 sql "SELECT rel, mode, pushed, invalidated, queue_depth, errors FROM cachesync.stats ORDER BY rel::text;"
+
+say "Read-through: get() fills a miss from the table and answers hits from Redis"
+sql "SELECT cachesync.get('demo_products', 'B-2') AS cold_read;"
+redis HGETALL public.demo_products:B-2
+sql "SELECT cachesync.get('demo_products', 'B-2') AS warm_read;"
+sql "SELECT count(cachesync.get('demo_products', 'A-1')) AS reads FROM generate_series(1, 50);"
+sql "SELECT * FROM cachesync.get_many('demo_products', ARRAY['A-1', 'B-2', 'Z-9']);"
+sql "SELECT rel, hits, misses, hit_ratio FROM cachesync.stats WHERE rel = 'demo_products'::regclass;"
+sql "SELECT * FROM cachesync.hot_keys WHERE rel = 'demo_products'::regclass;"
+
+say "Redis flushed: the worker warms the hot keys first (write_around has no other way back)"
+redis FLUSHALL
+sleep 2
+redis HGETALL public.demo_products:A-1
+redis EXISTS public.demo_products:B-2

@@ -183,7 +183,7 @@ SELECT cachesync.prefill('err_pfc', ARRAY['public.err_pfc:x\:y:1:extra']);
 SELECT cachesync.prefill('err_pfc', ARRAY['public.err_pfc:x\:y:one']);
 SELECT cachesync.prefill('err_pfc', ARRAY[cachesync.key('err_pfc', 'x:y', '1'), NULL]);
 -- NULL arguments (the function is strict), nothing to do
-SELECT cachesync.prefill('err_pf', NULL) IS NULL AS null_keys;
+SELECT cachesync.prefill('err_pf', NULL::text[]) IS NULL AS null_keys;
 SELECT cachesync.prefill(NULL, ARRAY['1']) IS NULL AS null_rel;
 SELECT cachesync.prefill('err_pf', ARRAY[]::text[]) AS empty;
 -- nothing was written by the calls that failed

@@ -19,6 +19,7 @@
 #include "utils/guc.h"
 
 #include "cachesync.h"
+#include "hotkeys.h"
 
 char	   *cachesync_redis_host = NULL;
 int			cachesync_redis_port = 6379;
@@ -95,6 +96,37 @@ define_connection_gucs(void)
 							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
 }
 
+/* Defines the read-through, hot-key and warm-up settings. */
+static void
+define_read_gucs(void)
+{
+	DefineCustomIntVariable("cachesync.hot_keys",
+							"Read counters kept per table to find its hottest keys.",
+							"cachesync.get() and get_many() count reads per key in an approximate top-k of this many keys per table (space-saving); prefill(rel, top_n) and warm-up use it. 0 turns counting off. Costs about 150 bytes per counter and table.",
+							&cachesync_hot_keys, 1000, 0, 100000,
+							postmaster_context(), 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("cachesync.hot_keys_tables",
+							"Tables whose hot keys are tracked, across every database.",
+							"Tables read after this many are tracked already are not counted.",
+							&cachesync_hot_keys_tables, 16, 1, 10000,
+							postmaster_context(), 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("cachesync.warmup",
+							 "Whether the worker warms the hottest keys of every table when Redis comes back empty.",
+							 "Runs before write_through and async tables are loaded in full, so hot keys are served first; write_around tables get only these.",
+							 &cachesync_warmup, true,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("cachesync.warmup_keys",
+							"How many of each table's hottest keys warm-up loads.",
+							"At most cachesync.hot_keys are known per table.",
+							&cachesync_warmup_keys, 1000, 0, INT_MAX,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("cachesync.debug_read_pause_lock",
+							"Test hook: advisory lock cachesync.get() waits for between reading a missed row and storing it.",
+							"0 (the default) turns it off. Isolation tests use it to commit a writer exactly there.",
+							&cachesync_debug_read_pause_lock, 0, 0, INT_MAX,
+							PGC_SUSET, GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE, NULL, NULL, NULL);
+}
+
 /* Defines every cachesync.* setting; called from _PG_init. */
 void
 cachesync_define_gucs(void)
@@ -138,6 +170,8 @@ cachesync_define_gucs(void)
 							"While it lives, no reader holding an older snapshot can put the deleted row back. Make it longer than the longest cache fill (get, reload, prefill) can take.",
 							&cachesync_tombstone_ttl, 600000, 1000, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+
+	define_read_gucs();
 
 	MarkGUCPrefixReserved("cachesync");
 }

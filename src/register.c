@@ -39,6 +39,7 @@
 
 #include "cachesync.h"
 #include "capture.h"
+#include "hotkeys.h"
 #include "keys.h"
 #include "keyspace.h"
 #include "registry.h"
@@ -639,6 +640,8 @@ cachesync_unregister(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("table \"%s\" is not registered with cachesync", name)));
+	/* its read counters free their slot (lost even if this rolls back) */
+	cs_hot_forget(step.relid);
 
 	if (PG_GETARG_BOOL(1))
 	{

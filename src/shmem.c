@@ -15,6 +15,7 @@
 #include "utils/timestamp.h"
 
 #include "cachesync.h"
+#include "hotkeys.h"
 #include "shmem.h"
 #include "stats.h"
 
@@ -48,8 +49,10 @@ cs_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 #endif
-	RequestAddinShmemSpace(add_size(shared_size(), cs_stats_shmem_size()));
+	RequestAddinShmemSpace(add_size(add_size(shared_size(), cs_stats_shmem_size()),
+									cs_hot_shmem_size()));
 	RequestNamedLWLockTranche("cachesync", 1);
+	cs_hot_shmem_request();
 }
 
 /* Creates or attaches to the shared state. */
@@ -80,6 +83,7 @@ cs_shmem_startup(void)
 		}
 	}
 	cs_stats_shmem_init();
+	cs_hot_shmem_init();
 	LWLockRelease(AddinShmemInitLock);
 }
 

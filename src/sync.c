@@ -76,11 +76,13 @@ fetch_query(CsTable *t)
 
 /*
  * Runs query with the given text[] or text arguments under a fresh snapshot
- * taken now, after the caller drew its version.  Leaves the rows in
- * SPI_tuptable.
+ * taken now, after the caller drew its version (or, when !fresh, under the
+ * caller's own snapshot, for a read that stores nothing).  Leaves the rows
+ * in SPI_tuptable.
  */
 static void
-run_fresh(CsTable *t, const char *query, int nargs, Oid *types, Datum *args)
+run_snapshot(CsTable *t, const char *query, int nargs, Oid *types, Datum *args,
+			 bool fresh)
 {
 	SPIPlanPtr	plan = SPI_prepare(query, nargs, types);
 	Snapshot	snap;
@@ -88,7 +90,7 @@ run_fresh(CsTable *t, const char *query, int nargs, Oid *types, Datum *args)
 
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	snap = RegisterSnapshot(GetLatestSnapshot());
+	snap = RegisterSnapshot(fresh ? GetLatestSnapshot() : GetActiveSnapshot());
 	rc = SPI_execute_snapshot(plan, args, NULL, snap, InvalidSnapshot, true, false, 0);
 	UnregisterSnapshot(snap);
 	SPI_freeplan(plan);
@@ -96,13 +98,22 @@ run_fresh(CsTable *t, const char *query, int nargs, Oid *types, Datum *args)
 		elog(ERROR, "could not read rows of \"%s\"", get_rel_name(t->relid));
 }
 
+/* run_snapshot() with a fresh snapshot: the populator's read. */
+static void
+run_fresh(CsTable *t, const char *query, int nargs, Oid *types, Datum *args)
+{
+	run_snapshot(t, query, nargs, types, args, true);
+}
+
 /*
  * Appends a fenced put of every row in SPI_tuptable (whole-row values of
- * t in column 1) to p, remembering their keys in found (if not NULL).
- * Returns the key of the last row.
+ * t in column 1) to p (if not NULL), remembering their keys in found (if
+ * not NULL) and handing key and value to each (if not NULL).  Returns the
+ * key of the last row.
  */
 static char *
-append_rows(CsTable *t, CsPipeline *p, uint64 version, HTAB *found)
+append_rows_each(CsTable *t, CsPipeline *p, uint64 version, HTAB *found,
+				 CsRowFn each, void *arg)
 {
 	Relation	rel = relation_open(t->relid, AccessShareLock);
 	char	   *key = NULL;
@@ -113,19 +124,30 @@ append_rows(CsTable *t, CsPipeline *p, uint64 version, HTAB *found)
 		Datum		d = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull);
 		HeapTupleHeader hdr = DatumGetHeapTupleHeader(d);
 		HeapTupleData tuple;
+		CsValue    *value;
 
 		tuple.t_len = HeapTupleHeaderGetDatumLength(hdr);
 		ItemPointerSetInvalid(&tuple.t_self);
 		tuple.t_tableOid = t->relid;
 		tuple.t_data = hdr;
 		key = cs_row_key(t, &tuple, RelationGetDescr(rel));
-		cs_append_fenced_write(p, key, cs_row_value(t, &tuple, RelationGetDescr(rel)),
-							   t->format, t->ttl_ms, version);
+		value = cs_row_value(t, &tuple, RelationGetDescr(rel));
+		if (p)
+			cs_append_fenced_write(p, key, value, t->format, t->ttl_ms, version);
 		if (found)
 			hash_search(found, &key, HASH_ENTER, NULL);
+		if (each)
+			each(key, value, arg);
 	}
 	relation_close(rel, AccessShareLock);
 	return key;
+}
+
+/* append_rows_each() without a callback. */
+static char *
+append_rows(CsTable *t, CsPipeline *p, uint64 version, HTAB *found)
+{
+	return append_rows_each(t, p, version, found, NULL, NULL);
 }
 
 /* Sends p; returns false when Redis failed or refused a command. */
@@ -438,6 +460,47 @@ cs_sync_table(CsTable *t, CsSyncResult *result)
 	}
 	MemoryContextDelete(page_cxt);
 	return true;
+}
+
+/*
+ * Read-through's miss path.  Reads the rows of n keys of t (values[i]: the
+ * normalized key values of key i) as t's owner and hands each row's key and
+ * value to each.  With a version (drawn by cs_version_for_read() before
+ * this), the read takes a fresh snapshot and the rows' fenced puts are
+ * returned for cs_sync_store(); with version 0, it reads under the caller's
+ * snapshot and returns NULL (nothing may be stored).  The caller checked
+ * the current user's privileges; errors are thrown.
+ */
+CsPipeline *
+cs_sync_read(CsTable *t, char ***values, int n, uint64 version,
+			 CsRowFn each, void *arg)
+{
+	Oid		   *types = palloc(sizeof(Oid) * t->nkeys);
+	Datum	   *arrays = palloc(sizeof(Datum) * t->nkeys);
+	Datum	   *parts = palloc(sizeof(Datum) * Max(n, 1));
+	CsPipeline *p = version ? cs_pipeline_create() : NULL;
+	CsAsOwner	save;
+
+	for (int i = 0; i < t->nkeys; i++)
+	{
+		for (int k = 0; k < n; k++)
+			parts[k] = CStringGetTextDatum(values[k][i]);
+		arrays[i] = PointerGetDatum(construct_array(parts, n, TEXTOID, -1, false, TYPALIGN_INT));
+		types[i] = TEXTARRAYOID;
+	}
+	become_owner(t->relid, &save);
+	run_snapshot(t, fetch_query(t), t->nkeys, types, arrays, version != 0);
+	append_rows_each(t, p, version, NULL, each, arg);
+	SPI_freetuptable(SPI_tuptable);
+	stop_being_owner(&save);
+	return p;
+}
+
+/* Sends the puts of cs_sync_read(); returns false when Redis failed. */
+bool
+cs_sync_store(CsPipeline *p)
+{
+	return p == NULL || p->ncommands == 0 || send_writes(p);
 }
 
 /*

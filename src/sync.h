@@ -10,7 +10,9 @@
 
 #include "nodes/pg_list.h"
 
+#include "redis.h"
 #include "registry.h"
+#include "rowformat.h"
 
 typedef struct CsSyncResult
 {
@@ -18,6 +20,12 @@ typedef struct CsSyncResult
 	int64		removed;		/* keys whose row is gone */
 } CsSyncResult;
 
+/* receives each row a read found: its Redis key and cached value */
+typedef void (*CsRowFn) (const char *key, CsValue *value, void *arg);
+
+extern CsPipeline *cs_sync_read(CsTable *t, char ***values, int n, uint64 version,
+								CsRowFn each, void *arg);
+extern bool cs_sync_store(CsPipeline *p);
 extern bool cs_sync_keys(CsTable *t, List *keys, uint64 version, CsSyncResult *result);
 extern bool cs_sync_prefix(CsTable *t, uint64 version, CsSyncResult *result);
 extern bool cs_sync_table(CsTable *t, CsSyncResult *result);

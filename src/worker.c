@@ -6,7 +6,8 @@
  *
  * One worker serves cachesync.database.  Each round, in this order:
  *   0. if Redis lost cachesync's data (restart without persistence,
- *      FLUSHALL), load every write_through and async table again;
+ *      FLUSHALL), warm every table's hottest keys (warmup.c), then load
+ *      every write_through and async table again;
  *   1. after start and after every Redis outage: heal the intent sets left
  *      by an earlier generation (a crash between a push and its commit
  *      record), and those this generation's backends asked for;
@@ -46,6 +47,7 @@
 #include "storage/itemptr.h"
 
 #include "cachesync.h"
+#include "hotkeys.h"
 #include "keys.h"
 #include "keyspace.h"
 #include "queue.h"
@@ -467,6 +469,8 @@ load_if_empty(void)
 			(errmsg("cachesync worker: Redis at %s %s; loading the write_through and async tables",
 					cs_redis_server(),
 					r[1]->type == CS_REPLY_STRING ? "restarted" : "holds no cachesync data")));
+	if (!cs_warmup())
+		return redis_failed("warming hot keys");
 	cs_registry_foreach(load_table, &st);
 	if (st.failed)
 		return redis_failed("loading tables into Redis");
@@ -606,6 +610,7 @@ cachesync_worker_main(Datum arg)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 		w = round_of_work();
+		cs_hot_persist_if_due();
 		if (w == CS_WORK_REDIS_DOWN)
 		{
 			wait = backoff;
