@@ -9,6 +9,7 @@
 #define CACHESYNC_SYNC_H
 
 #include "nodes/pg_list.h"
+#include "utils/hsearch.h"
 
 #include "registry.h"
 
@@ -18,6 +19,15 @@ typedef struct CsSyncResult
 	int64		removed;		/* keys whose row is gone */
 } CsSyncResult;
 
+/* a guarded key: written only while its write-back guard holds id */
+typedef struct CsSyncGuard
+{
+	char	   *key;			/* hash key */
+	char	   *id;
+} CsSyncGuard;
+
+extern bool cs_sync_keys_guarded(CsTable *t, List *keys, HTAB *guards,
+								 uint64 version, CsSyncResult *result);
 extern bool cs_sync_keys(CsTable *t, List *keys, uint64 version, CsSyncResult *result);
 extern bool cs_sync_prefix(CsTable *t, uint64 version, CsSyncResult *result);
 extern bool cs_sync_table(CsTable *t, CsSyncResult *result);
