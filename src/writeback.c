@@ -635,13 +635,26 @@ apply_entry(CsTable *t, const CsReply *fields, char **key, ErrorData **edata,
 		Oid			save_user;
 		int			save_sec;
 
+		int			nest;
+
 		GetUserIdAndSecContext(&save_user, &save_sec);
 		SetUserIdAndSecContext(cs_rel_owner(t->relid),
 							   save_sec | SECURITY_LOCAL_USERID_CHANGE |
 							   SECURITY_RESTRICTED_OPERATION);
+		/*
+		 * The table's own triggers run here as they would in a session of
+		 * its owner: with the default search_path, not the pinned one (our
+		 * statements qualify every name; pg_catalog, implicitly first, wins
+		 * every operator lookup).
+		 */
+		nest = NewGUCNestLevel();
+		(void) set_config_option("search_path", "\"$user\", public",
+								 PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
 		cs_capture_skip_relid = t->relid;
 		*key = MemoryContextStrdup(cxt, apply_fields(t, fields));
 		cs_capture_skip_relid = InvalidOid;
+		AtEOXact_GUC(true, nest);
 		SetUserIdAndSecContext(save_user, save_sec);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(old);
