@@ -464,6 +464,51 @@ data_columns(CsTable *t, Jsonb *data)
 	return cols;
 }
 
+/* prepared statements by SQL text, kept across batches (plancache
+ * revalidates them after DDL); bounded: beyond the limit, not kept */
+#define WB_MAX_PLANS 256
+
+typedef struct WbPlan
+{
+	char	   *sql;			/* hash key */
+	SPIPlanPtr	plan;
+} WbPlan;
+
+static HTAB *wb_plans = NULL;
+
+/*
+ * Runs sql with one jsonb argument through a kept plan (a write-back batch
+ * runs the same few statements thousands of times).  Returns the SPI code.
+ */
+static int
+run_jsonb(const char *sql, Datum arg, bool read_only, long count)
+{
+	Oid			types[1] = {JSONBOID};
+	WbPlan	   *p;
+	bool		found;
+	char	   *key = (char *) sql;
+
+	if (wb_plans == NULL)
+		wb_plans = cs_keyset_create("cachesync write-back plans", 64,
+									sizeof(WbPlan), TopMemoryContext);
+	p = hash_search(wb_plans, &key, HASH_FIND, NULL);
+	if (p == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(sql, 1, types);
+
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		if (hash_get_num_entries(wb_plans) >= WB_MAX_PLANS)
+			return SPI_execute_plan(plan, &arg, NULL, read_only, count);
+		SPI_keepplan(plan);
+		key = MemoryContextStrdup(TopMemoryContext, sql);
+		p = hash_search(wb_plans, &key, HASH_ENTER, &found);
+		p->sql = key;
+		p->plan = plan;
+	}
+	return SPI_execute_plan(p->plan, &arg, NULL, read_only, count);
+}
+
 /* Returns the quoted name of column att of t. */
 static const char *
 col(CsTable *t, AttrNumber att)
@@ -490,16 +535,14 @@ is_key(CsTable *t, AttrNumber att)
 static char *
 data_key(CsTable *t, const char *rel, Datum data)
 {
-	Oid			types[1] = {JSONBOID};
-	Datum		args[1] = {data};
 	Relation	r;
 	HeapTupleHeader hdr;
 	HeapTupleData tuple;
 	bool		isnull;
 	char	   *key;
 
-	if (SPI_execute_with_args(psprintf("SELECT r FROM pg_catalog.jsonb_populate_record(NULL::%s, $1) r", rel),
-							  1, types, args, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+	if (run_jsonb(psprintf("SELECT r FROM pg_catalog.jsonb_populate_record(NULL::%s, $1) r", rel),
+				  data, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not read write-back data");
 	hdr = DatumGetHeapTupleHeader(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	tuple.t_len = HeapTupleHeaderGetDatumLength(hdr);
@@ -583,7 +626,6 @@ apply_fields(CsTable *t, const CsReply *fields)
 	List	   *cols;
 	char	   *key;
 	bool		upsert;
-	Oid			types[1] = {JSONBOID};
 
 	if (op == NULL || data == NULL)
 		ereport(ERROR,
@@ -609,8 +651,7 @@ apply_fields(CsTable *t, const CsReply *fields)
 				 errmsg("row key \"%s\" does not match the key columns of the data", given),
 				 errdetail("The data names the row whose key is \"%s\".", key)));
 	/* t is not used after this: its triggers may rebuild the registry */
-	if (SPI_execute_with_args(upsert ? upsert_sql(t, rel, cols) : delete_sql(t, rel),
-							  1, types, &jb, NULL, false, 0) < 0)
+	if (run_jsonb(upsert ? upsert_sql(t, rel, cols) : delete_sql(t, rel), jb, false, 0) < 0)
 		elog(ERROR, "could not apply a write-back entry");
 	return key;
 }
