@@ -113,6 +113,14 @@ BEGIN
     WHERE d.classid = 'pg_class'::regclass
       AND d.objsubid = 0
       AND r.rel::oid = d.objid;
+    -- the write-back progress table is created at the end of this script
+    IF to_regclass('cachesync.writeback_progress') IS NOT NULL THEN
+        DELETE FROM cachesync.writeback_progress p
+        USING pg_event_trigger_dropped_objects() d
+        WHERE d.classid = 'pg_class'::regclass
+          AND d.objsubid = 0
+          AND p.rel::oid = d.objid;
+    END IF;
 END
 $$;
 CREATE EVENT TRIGGER cachesync_forget_dropped_tables ON sql_drop
@@ -161,6 +169,8 @@ CREATE FUNCTION cachesync._table_stats(
     OUT wb_applied bigint,
     OUT wb_dead_lettered bigint,
     OUT queued bigint,
+    OUT wb_pending bigint,
+    OUT wb_oldest_ms bigint,
     OUT last_error text,
     OUT last_error_at timestamptz)
 RETURNS SETOF record
@@ -176,7 +186,7 @@ SELECT r.rel,
        q.lag AS queue_lag,
        coalesce(s.wb_applied, 0) AS wb_applied,
        coalesce(s.wb_dead_lettered, 0) AS wb_dead_lettered,
-       NULL::bigint AS wb_pending,
+       CASE WHEN r.mode = 'write_back' THEN coalesce(s.wb_pending, 0) END AS wb_pending,
        coalesce(s.hits, 0) AS hits,
        coalesce(s.misses, 0) AS misses,
        coalesce(s.errors, 0) AS errors,
@@ -187,7 +197,12 @@ SELECT r.rel,
        coalesce(s.queued, 0) AS queued,
        CASE WHEN coalesce(s.hits, 0) + coalesce(s.misses, 0) > 0
             THEN round(s.hits::numeric / (s.hits + s.misses), 4)
-       END AS hit_ratio
+       END AS hit_ratio,
+       CASE WHEN r.mode = 'write_back' THEN
+            CASE WHEN s.wb_oldest_ms > 0
+                 THEN greatest(clock_timestamp() - to_timestamp(s.wb_oldest_ms / 1000.0), interval '0')
+                 ELSE interval '0' END
+       END AS wb_lag
 FROM cachesync.registrations r
 LEFT JOIN cachesync._table_stats() s ON s.relid = r.rel::oid
 LEFT JOIN (SELECT rel, count(*) AS depth, clock_timestamp() - min(enqueued_at) AS lag
@@ -304,3 +319,31 @@ FROM cachesync._hot_keys() h
 JOIN cachesync.registrations r ON r.rel::oid = h.relid;
 COMMENT ON VIEW cachesync.hot_keys IS 'the most read keys of each registered table (approximate top-k, hottest first): hits is an upper bound, hits_at_least a lower bound';
 REVOKE ALL ON cachesync.hot_keys FROM PUBLIC;
+-- ==== write-back ====
+--
+-- The last write-back entry applied per table, written in the transaction
+-- that applies it: entries at or before it are skipped when they come back
+-- after a crash (exactly once in effect).
+--
+CREATE TABLE cachesync.writeback_progress (
+    rel        regclass PRIMARY KEY,
+    last_id    text NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE cachesync.writeback_progress IS 'per write_back table: the id of the last stream entry applied (or dead-lettered)';
+REVOKE ALL ON cachesync.writeback_progress FROM PUBLIC;
+
+CREATE FUNCTION cachesync.dead_letters(rel regclass, max_entries integer DEFAULT 100)
+RETURNS TABLE(id text, op text, data text, key text, error text, sqlstate text)
+AS 'MODULE_PATHNAME', 'cachesync_dead_letters'
+LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cachesync.dead_letters(regclass, integer) IS 'the oldest entries of a write_back table''s dead-letter stream, with the error and SQLSTATE that put them there';
+
+CREATE FUNCTION cachesync.replay_dead_letters(rel regclass, ids text[] DEFAULT NULL)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'cachesync_replay_dead_letters'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION cachesync.replay_dead_letters(regclass, text[]) IS 'appends dead letters (all, or those with the given ids) to the write-back stream again and removes them from the dead-letter stream; returns how many';
+
+REVOKE ALL ON FUNCTION cachesync.dead_letters(regclass, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION cachesync.replay_dead_letters(regclass, text[]) FROM PUBLIC;

@@ -18,6 +18,7 @@
 #include "cachesync.h"
 #include "shmem.h"
 #include "worker.h"
+#include "writeback.h"
 
 PG_MODULE_MAGIC;
 
@@ -41,6 +42,7 @@ _PG_init(void)
 	cachesync_preloaded = true;
 	cs_shmem_init_hooks();
 	cs_worker_register();
+	cs_writeback_register();
 	cs_ddl_init();
 }
 

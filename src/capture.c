@@ -116,6 +116,13 @@ static bool xact_queued = false;
 
 static bool callbacks_registered = false;
 
+/*
+ * The table whose row changes are not captured: set by the write-back
+ * worker while it applies stream entries, whose cache entries it settles
+ * itself (no echo of the application's own write as new cache work).
+ */
+Oid			cs_capture_skip_relid = InvalidOid;
+
 
 /* Creates the key table of the current transaction. */
 static void
@@ -441,25 +448,40 @@ append_push(CsPipeline *p, List *through, List *around, uint64 version)
 
 /*
  * Appends a fenced put (value, in format with ttl_ms; 0: no expiry) or
- * delete (value NULL) of key.
+ * delete (value NULL) of key.  With a guard key, the write happens only
+ * while the guard holds guard_id (cachesync_settle, see writeback.c).
  */
 void
-cs_append_fenced_write(CsPipeline *p, const char *key, CsValue *value,
-					   CsFormat format, int64 ttl_ms, uint64 version)
+cs_append_guarded_write(CsPipeline *p, const char *key, const char *guard_key,
+						const char *guard_id, CsValue *value,
+						CsFormat format, int64 ttl_ms, uint64 version)
 {
 	char		vbuf[32];
 	char		ttl[32];
 	char		tomb[32];
-	const char **argv = palloc(sizeof(char *) * (8 + (value ? value->nargs : 0)));
-	size_t	   *lens = palloc(sizeof(size_t) * (8 + (value ? value->nargs : 0)));
+	const char **argv = palloc(sizeof(char *) * (11 + (value ? value->nargs : 0)));
+	size_t	   *lens = palloc(sizeof(size_t) * (11 + (value ? value->nargs : 0)));
 	int			argc = 0;
 
 	snprintf(vbuf, sizeof(vbuf), UINT64_FORMAT, version);
 	argv[argc++] = "FCALL";
-	argv[argc++] = value ? "cachesync_put" : "cachesync_del";
-	argv[argc++] = "2";
-	argv[argc++] = key;
-	argv[argc++] = cs_version_key(key);
+	if (guard_key)
+	{
+		argv[argc++] = "cachesync_settle";
+		argv[argc++] = "3";
+		argv[argc++] = key;
+		argv[argc++] = cs_version_key(key);
+		argv[argc++] = guard_key;
+		argv[argc++] = guard_id;
+		argv[argc++] = value ? "p" : "d";
+	}
+	else
+	{
+		argv[argc++] = value ? "cachesync_put" : "cachesync_del";
+		argv[argc++] = "2";
+		argv[argc++] = key;
+		argv[argc++] = cs_version_key(key);
+	}
 	argv[argc++] = vbuf;
 	if (value)
 	{
@@ -480,6 +502,17 @@ cs_append_fenced_write(CsPipeline *p, const char *key, CsValue *value,
 		lens[argc++] = value->lens[i];
 	}
 	cs_pipeline_append(p, argc, argv, lens);
+}
+
+/*
+ * Appends a fenced put (value, in format with ttl_ms; 0: no expiry) or
+ * delete (value NULL) of key.
+ */
+void
+cs_append_fenced_write(CsPipeline *p, const char *key, CsValue *value,
+					   CsFormat format, int64 ttl_ms, uint64 version)
+{
+	cs_append_guarded_write(p, key, NULL, NULL, value, format, ttl_ms, version);
 }
 
 /* Appends an undo of what version wrote to key. */
@@ -867,7 +900,7 @@ capture_target(TriggerData *td)
 		return NULL;
 	cs_shmem_require();
 	t = trigger_table(td);
-	if (t == NULL)
+	if (t == NULL || t->relid == cs_capture_skip_relid)
 		return NULL;
 	if (t->broken)
 		cs_registry_get(t->relid);	/* throws with the reason */

@@ -15,11 +15,17 @@
 #include "registry.h"
 #include "rowformat.h"
 
+extern Oid	cs_capture_skip_relid;
+
 extern void cs_capture_install(Oid relid);
 extern void cs_capture_remove(Oid relid);
 
 extern void cs_append_fenced_write(CsPipeline *p, const char *key, CsValue *value,
 								   CsFormat format, int64 ttl_ms, uint64 version);
+extern void cs_append_guarded_write(CsPipeline *p, const char *key,
+									const char *guard_key, const char *guard_id,
+									CsValue *value, CsFormat format,
+									int64 ttl_ms, uint64 version);
 extern bool cs_replies_ok(CsReply **replies, int n, const char **error);
 
 #endif							/* CACHESYNC_CAPTURE_H */

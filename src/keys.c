@@ -189,3 +189,33 @@ cs_intent_key(uint64 generation, int slot)
 	return psprintf("%s%sintent:" UINT64_FORMAT ":%d", cachesync_key_prefix,
 					CS_INTERNAL_PREFIX, generation, slot);
 }
+
+/*
+ * Returns the hash where the worker publishes each write_back table's
+ * metadata for the write-back functions (see functions.c).
+ */
+char *
+cs_wb_meta_key(void)
+{
+	return psprintf("%s%swriteback", cachesync_key_prefix, CS_INTERNAL_PREFIX);
+}
+
+/* Returns t's write-back stream (dlq: its dead-letter stream). */
+char *
+cs_wb_stream(const CsTable *t, bool dlq)
+{
+	return psprintf("%s%s__writeback%s", cachesync_key_prefix, t->key_prefix,
+					dlq ? ":dlq" : "");
+}
+
+/*
+ * Returns the write-back guard of row key key: the id of the last entry an
+ * application appended for it, set by cachesync_upsert/delete.
+ */
+char *
+cs_wb_guard_key(const char *key)
+{
+	size_t		glen = strlen(cachesync_key_prefix);
+
+	return psprintf("%.*s%swbid:%s", (int) glen, key, CS_INTERNAL_PREFIX, key + glen);
+}

@@ -70,6 +70,9 @@ static CsFailure cs_failure = CS_FAIL_NONE;
 static char cs_errbuf[256];
 static char cs_server[MAXPGPATH + 16];
 
+/* extra wait for the first reply of a blocking command (XREADGROUP BLOCK) */
+static int	cs_block_ms = 0;
+
 /* a hiredis reply being copied, freed by the PG_CATCH if palloc throws */
 static void *cs_pending_reply = NULL;
 
@@ -302,7 +305,7 @@ copy_reply(const redisReply *r)
 static bool
 read_replies(int n, CsReply **out)
 {
-	TimestampTz deadline = deadline_in(cachesync_command_timeout);
+	TimestampTz deadline = deadline_in(cachesync_command_timeout + cs_block_ms);
 
 	for (int i = 0; i < n; i++)
 	{
@@ -491,6 +494,30 @@ cs_redis_try_run(CsPipeline *p, CsReply ***replies)
 	}
 	*replies = out;
 	return true;
+}
+
+/*
+ * Like cs_redis_try_run(), for a pipeline whose commands may block in Redis
+ * for up to block_ms (XREADGROUP ... BLOCK block_ms): the wait for replies
+ * is that much longer than cachesync.command_timeout, and, like every wait
+ * here, ends at once on SIGTERM, a cancel or postmaster death.
+ */
+bool
+cs_redis_try_run_blocking(CsPipeline *p, CsReply ***replies, int block_ms)
+{
+	bool		ok;
+
+	cs_block_ms = block_ms;
+	PG_TRY();
+	{
+		ok = cs_redis_try_run(p, replies);
+	}
+	PG_FINALLY();
+	{
+		cs_block_ms = 0;
+	}
+	PG_END_TRY();
+	return ok;
 }
 
 /* Raises the ERROR that describes the last failure. */

@@ -95,6 +95,21 @@ cs_stats_add(Oid relid, CsStat stat, int64 n)
 	LWLockRelease(cs_shared->lock);
 }
 
+/* Sets a gauge of relid.  Never throws. */
+void
+cs_stats_set(Oid relid, CsStat stat, int64 value)
+{
+	CsTableStats *e;
+
+	if (cs_stats == NULL)
+		return;
+	LWLockAcquire(cs_shared->lock, LW_EXCLUSIVE);
+	e = stats_entry(relid);
+	if (e)
+		e->counters[stat] = value;
+	LWLockRelease(cs_shared->lock);
+}
+
 /* Counts an error of relid and keeps its message.  Never throws. */
 void
 cs_stats_error(Oid relid, const char *message)
@@ -118,6 +133,7 @@ cs_stats_error(Oid relid, const char *message)
  * cachesync._table_stats() RETURNS TABLE(relid oid, pushed bigint,
  *		invalidated bigint, errors bigint, hits bigint, misses bigint,
  *		wb_applied bigint, wb_dead_lettered bigint, queued bigint,
+ *		wb_pending bigint, wb_oldest_ms bigint,
  *		last_error text, last_error_at timestamptz)
  */
 Datum

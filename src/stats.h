@@ -19,12 +19,15 @@ typedef enum CsStat
 	CS_STAT_WB_APPLIED,
 	CS_STAT_WB_DEAD,
 	CS_STAT_QUEUED,
+	CS_STAT_WB_PENDING,			/* gauge: write-back entries not yet applied */
+	CS_STAT_WB_OLDEST_MS,		/* gauge: Unix ms of the oldest of them, 0: none */
 	CS_NUM_STATS
 } CsStat;
 
 extern Size cs_stats_shmem_size(void);
 extern void cs_stats_shmem_init(void);
 extern void cs_stats_add(Oid relid, CsStat stat, int64 n);
+extern void cs_stats_set(Oid relid, CsStat stat, int64 value);
 extern void cs_stats_error(Oid relid, const char *message);
 
 #endif							/* CACHESYNC_STATS_H */

@@ -40,6 +40,22 @@
 #include "sync.h"
 #include "version.h"
 
+/* keys whose write is guarded (cs_sync_keys_guarded), or NULL */
+static HTAB *sync_guards = NULL;
+
+/* Appends the fenced write of key, through its guard if it has one. */
+static void
+append_write(CsTable *t, CsPipeline *p, char *key, CsValue *value, uint64 version)
+{
+	CsSyncGuard *g = sync_guards ? hash_search(sync_guards, &key, HASH_FIND, NULL) : NULL;
+
+	if (g)
+		cs_append_guarded_write(p, key, cs_wb_guard_key(key), g->id, value,
+								t->format, t->ttl_ms, version);
+	else
+		cs_append_fenced_write(p, key, value, t->format, t->ttl_ms, version);
+}
+
 /* Returns true when key names one of t's streams rather than a row. */
 static bool
 is_stream_key(CsTable *t, const char *key)
@@ -133,7 +149,7 @@ append_rows_each(CsTable *t, CsPipeline *p, uint64 version, HTAB *found,
 		key = cs_row_key(t, &tuple, RelationGetDescr(rel));
 		value = cs_row_value(t, &tuple, RelationGetDescr(rel));
 		if (p)
-			cs_append_fenced_write(p, key, value, t->format, t->ttl_ms, version);
+			append_write(t, p, key, value, version);
 		if (found)
 			hash_search(found, &key, HASH_ENTER, NULL);
 		if (each)
@@ -329,10 +345,34 @@ cs_sync_keys(CsTable *t, List *keys, uint64 version, CsSyncResult *result)
 	}
 	foreach(lc, strays)
 	{
-		cs_append_fenced_write(f.p, lfirst(lc), NULL, t->format, t->ttl_ms, version);
+		append_write(t, f.p, lfirst(lc), NULL, version);
 		result->removed++;
 	}
 	return f.p->ncommands == 0 || send_writes(f.p);
+}
+
+/*
+ * cs_sync_keys() for keys whose write is guarded: guards (made with
+ * cs_keyset_create, CsSyncGuard entries) holds, per key, the write-back
+ * entry id its guard must still hold for the write to happen.
+ */
+bool
+cs_sync_keys_guarded(CsTable *t, List *keys, HTAB *guards, uint64 version,
+					 CsSyncResult *result)
+{
+	bool		ok;
+
+	sync_guards = guards;
+	PG_TRY();
+	{
+		ok = cs_sync_keys(t, keys, version, result);
+	}
+	PG_FINALLY();
+	{
+		sync_guards = NULL;
+	}
+	PG_END_TRY();
+	return ok;
 }
 
 typedef struct SyncPageArg

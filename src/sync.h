@@ -9,6 +9,7 @@
 #define CACHESYNC_SYNC_H
 
 #include "nodes/pg_list.h"
+#include "utils/hsearch.h"
 
 #include "redis.h"
 #include "registry.h"
@@ -26,6 +27,15 @@ typedef void (*CsRowFn) (const char *key, CsValue *value, void *arg);
 extern CsPipeline *cs_sync_read(CsTable *t, char ***values, int n, uint64 version,
 								CsRowFn each, void *arg);
 extern bool cs_sync_store(CsPipeline *p);
+/* a guarded key: written only while its write-back guard holds id */
+typedef struct CsSyncGuard
+{
+	char	   *key;			/* hash key */
+	char	   *id;
+} CsSyncGuard;
+
+extern bool cs_sync_keys_guarded(CsTable *t, List *keys, HTAB *guards,
+								 uint64 version, CsSyncResult *result);
 extern bool cs_sync_keys(CsTable *t, List *keys, uint64 version, CsSyncResult *result);
 extern bool cs_sync_prefix(CsTable *t, uint64 version, CsSyncResult *result);
 extern bool cs_sync_table(CsTable *t, CsSyncResult *result);

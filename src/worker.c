@@ -412,7 +412,11 @@ typedef struct LoadState
 	int64		rows;
 } LoadState;
 
-/* cs_registry_foreach callback: loads one write_through or async table. */
+/*
+ * cs_registry_foreach callback: loads one write_through, async or
+ * write_back table (the cache of a write_back table is kept like a
+ * write_through one's).
+ */
 static void
 load_table(CsTable *t, void *arg)
 {
@@ -420,7 +424,7 @@ load_table(CsTable *t, void *arg)
 	CsSyncResult r = {0};
 
 	if (st->failed || t->broken ||
-		(t->mode != CS_MODE_WRITE_THROUGH && t->mode != CS_MODE_ASYNC))
+		t->mode == CS_MODE_WRITE_AROUND)
 		return;
 	if (!cs_sync_table(t, &r))
 		st->failed = true;

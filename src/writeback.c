@@ -1,0 +1,1243 @@
+/*-------------------------------------------------------------------------
+ *
+ * writeback.c
+ *	  Write-back: the "cachesync writeback" background worker that applies
+ *	  each write_back table's Redis stream to the table, and the SQL
+ *	  functions over its dead letters.
+ *
+ * Applications call cachesync_upsert / cachesync_delete (functions.c): one
+ * Lua call changes the cached value, appends (op, data, key) to the table's
+ * stream and records the entry id as the row's guard.  The table's format,
+ * TTL, prefix and cached columns come from metadata this worker publishes
+ * (and publishes again after a restart, a flush or a registration change).
+ *
+ * The worker is a process of its own, with its own Redis connection, so
+ * that a blocking XREADGROUP never delays the queue shipping in worker.c.
+ * It waits on the Redis socket (cs_redis_try_run_blocking), so SIGTERM, the
+ * latch and postmaster death end the wait at once.
+ *
+ * A batch of one stream is:
+ *   1. one transaction: every entry in stream order, each in its own
+ *      subtransaction, as the table's owner, with capture of that table
+ *      off (no echo); an entry that fails is rolled back alone and its
+ *      original fields, error and SQLSTATE go to the dead-letter stream,
+ *      appended before the commit under the entry's own id, so a replay
+ *      after a crash finds it there instead of adding it twice; the last
+ *      entry id is stored in cachesync.writeback_progress; commit;
+ *   2. XACK the entries and XTRIM MINID past the last one (applied
+ *      entries leave the stream: it cannot grow without bound);
+ *   3. settle: the cache gets each touched row as Postgres stored it
+ *      (defaults, triggers, generated columns), read with a fresh snapshot
+ *      and a populator version (version.c), through cachesync_settle,
+ *      which writes only unless the row's guard names a newer entry (an
+ *      application wrote the key again meanwhile; that entry settles it).
+ *
+ * Exactly once in effect: an entry's change and the progress row commit
+ * together.  After a crash before the commit, nothing of the batch is
+ * applied and the entries are still pending in the group: the worker reads
+ * its own pending entries first (XREADGROUP ... 0) whenever it starts or
+ * reconnects.  After a crash between the commit and XACK, those entries come
+ * back too, and are skipped as ids <= the stored last id.
+ *
+ * Recovery: a failure (Redis down, NOGROUP after FLUSHALL or a deleted
+ * stream or group, an ERROR) backs off exponentially up to 5 s and then
+ * publishes the metadata and creates the groups again (XGROUP CREATE ...
+ * MKSTREAM), so a flushed Redis never becomes a hot loop.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "access/relation.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "cachesync.h"
+#include "capture.h"
+#include "keys.h"
+#include "redis.h"
+#include "registry.h"
+#include "rowformat.h"
+#include "shmem.h"
+#include "stats.h"
+#include "sync.h"
+#include "version.h"
+#include "writeback.h"
+
+#define WB_GROUP "cachesync"
+#define WB_CONSUMER "worker"
+#define WB_BLOCK_MS 1000
+#define WB_REFRESH_MS 5000
+#define WB_MAX_BACKOFF_MS 5000
+
+PGDLLEXPORT void cachesync_writeback_main(Datum arg);
+
+PG_FUNCTION_INFO_V1(cachesync_dead_letters);
+PG_FUNCTION_INFO_V1(cachesync_replay_dead_letters);
+
+/* One write_back table as the worker reads it. */
+typedef struct WbTable
+{
+	Oid			relid;
+	char	   *stream;
+	char	   *field;			/* the stream name after the global prefix */
+	char	   *meta;			/* the JSON the write-back functions read */
+} WbTable;
+
+/* outcome of one round */
+typedef enum WbWork
+{
+	WB_IDLE,					/* no write_back table: sleep */
+	WB_DONE,					/* look again at once */
+	WB_FAILED					/* back off */
+} WbWork;
+
+static MemoryContext tables_cxt = NULL;
+static List *wb_tables = NIL;
+static bool wb_ready = false;	/* metadata and groups are in place */
+static bool wb_read_own = true; /* read our pending entries first */
+static TimestampTz wb_refresh_at = 0;
+static bool wb_redis_down = false;
+
+/* Registers the write-back worker; called from _PG_init while preloading. */
+void
+cs_writeback_register(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 5;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "cachesync");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "cachesync_writeback_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "cachesync writeback");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "cachesync writeback");
+	RegisterBackgroundWorker(&worker);
+}
+
+/* Notes a failure: logged once until the next success. */
+static WbWork
+wb_failed(const char *what, const char *detail)
+{
+	if (!wb_redis_down)
+		ereport(LOG,
+				(errmsg("cachesync writeback: %s failed; retrying with back-off", what),
+				 errdetail_internal("%s", detail)));
+	wb_redis_down = true;
+	wb_ready = false;
+	return WB_FAILED;
+}
+
+/* Notes a success after failures. */
+static void
+wb_ok(void)
+{
+	if (wb_redis_down)
+		ereport(LOG, (errmsg("cachesync writeback: reading the write-back streams again")));
+	wb_redis_down = false;
+}
+
+/* Returns the value of field name among an entry's field/value pairs. */
+static const char *
+entry_field(const CsReply *fields, const char *name)
+{
+	if (fields == NULL || fields->type != CS_REPLY_ARRAY)
+		return NULL;
+	for (size_t i = 0; i + 1 < fields->nelem; i += 2)
+	{
+		if (fields->elem[i]->str && strcmp(fields->elem[i]->str, name) == 0)
+			return fields->elem[i + 1]->str;
+	}
+	return NULL;
+}
+
+/* Parses a stream id "ms-seq"; a missing part counts as 0. */
+static void
+parse_id(const char *id, uint64 *ms, uint64 *seq)
+{
+	char	   *end;
+
+	*ms = strtou64(id, &end, 10);
+	*seq = (*end == '-') ? strtou64(end + 1, NULL, 10) : 0;
+}
+
+/* Returns true when stream id a is at or before b. */
+static bool
+id_le(const char *a, const char *b)
+{
+	uint64		ams,
+				aseq,
+				bms,
+				bseq;
+
+	parse_id(a, &ams, &aseq);
+	parse_id(b, &bms, &bseq);
+	return ams < bms || (ams == bms && aseq <= bseq);
+}
+
+/* Returns the qualified, quoted name of relid. */
+static char *
+rel_name(Oid relid)
+{
+	return quote_qualified_identifier(get_namespace_name(get_rel_namespace(relid)),
+									  get_rel_name(relid));
+}
+
+/* Returns the metadata JSON of t for the write-back functions. */
+static char *
+table_meta(CsTable *t)
+{
+	StringInfoData b;
+
+	initStringInfo(&b);
+	appendStringInfo(&b, "{\"format\":\"%s\",\"ttl\":" INT64_FORMAT ",\"prefix\":",
+					 t->format == CS_FORMAT_JSON ? "json" : "hash", t->ttl_ms);
+	escape_json(&b, psprintf("%s%s", cachesync_key_prefix, t->key_prefix));
+	if (!t->all_columns)
+	{
+		appendStringInfoString(&b, ",\"columns\":{");
+		for (int i = 0; i < t->ncolumns; i++)
+		{
+			if (i > 0)
+				appendStringInfoChar(&b, ',');
+			escape_json(&b, get_attname(t->relid, t->column_attnums[i], false));
+			appendStringInfoString(&b, ":true");
+		}
+		appendStringInfoChar(&b, '}');
+	}
+	appendStringInfoChar(&b, '}');
+	return b.data;
+}
+
+/* cs_registry_foreach callback: adds a write_back table to wb_tables. */
+static void
+collect_table(CsTable *t, void *arg)
+{
+	MemoryContext old;
+	WbTable    *wt;
+
+	if (t->broken || t->mode != CS_MODE_WRITE_BACK)
+		return;
+	old = MemoryContextSwitchTo(tables_cxt);
+	wt = palloc(sizeof(WbTable));
+	wt->relid = t->relid;
+	wt->stream = cs_wb_stream(t, false);
+	wt->field = pstrdup(wt->stream + strlen(cachesync_key_prefix));
+	wt->meta = table_meta(t);
+	wb_tables = lappend(wb_tables, wt);
+	MemoryContextSwitchTo(old);
+}
+
+/* Returns true when the extension (with write-back) exists here. */
+static bool
+extension_installed(void)
+{
+	Oid			nsp = get_namespace_oid("cachesync", true);
+
+	return OidIsValid(nsp) &&
+		OidIsValid(get_relname_relid("writeback_progress", nsp));
+}
+
+/*
+ * Runs fn(arg) in its own transaction with SPI connected and search_path
+ * pinned; commits when it returns true, else rolls back.  An ERROR is
+ * logged and rolled back.  Returns what fn returned (false on ERROR).
+ */
+static bool
+in_xact(bool (*fn) (void *arg), void *arg, const char *activity)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile bool ok = false;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PG_TRY();
+	{
+		int			nest;
+
+		SPI_connect();
+		nest = cs_pin_search_path();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pgstat_report_activity(STATE_RUNNING, activity);
+		ok = extension_installed() && fn(arg);
+		PopActiveSnapshot();
+		cs_unpin_search_path(nest);
+		SPI_finish();
+		if (ok)
+			CommitTransactionCommand();
+		else
+			AbortCurrentTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		HOLD_INTERRUPTS();
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		ereport(LOG,
+				(errmsg("cachesync writeback: %s failed: %s", activity, edata->message)));
+		FreeErrorData(edata);
+		RESUME_INTERRUPTS();
+		ok = false;
+	}
+	PG_END_TRY();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	MemoryContextSwitchTo(cxt);
+	return ok;
+}
+
+/* in_xact step: reads the write_back tables into wb_tables. */
+static bool
+load_tables(void *arg)
+{
+	MemoryContextReset(tables_cxt);
+	wb_tables = NIL;
+	cs_registry_invalidate();
+	cs_registry_foreach(collect_table, NULL);
+	return true;
+}
+
+/*
+ * Publishes every write_back table's metadata (replacing the hash in one
+ * MULTI, so a table unregistered since loses its entry and no application
+ * call sees a half-written hash) and creates each stream's group.
+ */
+static bool
+publish(void)
+{
+	CsPipeline *p = cs_pipeline_create();
+	CsReply   **r;
+	char	   *meta_key = cs_wb_meta_key();
+	ListCell   *lc;
+	int			base;
+
+	cs_pipeline_append_strs(p, 1, (const char *[]) {"MULTI"});
+	cs_pipeline_append_strs(p, 2, (const char *[]) {"DEL", meta_key});
+	foreach(lc, wb_tables)
+	{
+		WbTable    *wt = lfirst(lc);
+
+		cs_pipeline_append_strs(p, 4, (const char *[]) {"HSET", meta_key, wt->field, wt->meta});
+	}
+	cs_pipeline_append_strs(p, 1, (const char *[]) {"EXEC"});
+	base = p->ncommands;
+	foreach(lc, wb_tables)
+	{
+		WbTable    *wt = lfirst(lc);
+
+		cs_pipeline_append_strs(p, 6, (const char *[]) {"XGROUP", "CREATE", wt->stream,
+								WB_GROUP, "0", "MKSTREAM"});
+	}
+	if (!cs_redis_try_run(p, &r))
+		return wb_failed("publishing write-back metadata", cs_redis_last_error()) != WB_FAILED;
+	if (r[base - 1]->type != CS_REPLY_ARRAY)
+		return wb_failed("publishing write-back metadata",
+						 r[base - 1]->str ? r[base - 1]->str : "EXEC failed") != WB_FAILED;
+	for (int i = base; i < p->ncommands; i++)
+	{
+		if (r[i]->type == CS_REPLY_ERROR && strncmp(r[i]->str, "BUSYGROUP", 9) != 0)
+			return wb_failed("creating a write-back consumer group", r[i]->str) != WB_FAILED;
+	}
+	return true;
+}
+
+/* Returns the write_back table whose stream is name, or NULL. */
+static WbTable *
+table_of_stream(const char *name)
+{
+	ListCell   *lc;
+
+	foreach(lc, wb_tables)
+	{
+		WbTable    *wt = lfirst(lc);
+
+		if (strcmp(wt->stream, name) == 0)
+			return wt;
+	}
+	return NULL;
+}
+
+/* A batch of one stream, and what applying it found. */
+typedef struct WbBatch
+{
+	WbTable    *wt;
+	CsReply    *entries;		/* [id, fields] pairs in stream order */
+	MemoryContext cxt;			/* where results live */
+	List	   *acks;			/* entry ids */
+	char	   *last;			/* the last entry id of the batch */
+	HTAB	   *guards;			/* row key -> entry id (CsSyncGuard) */
+	List	   *guard_keys;
+	int64		applied;
+	int64		dead;
+	char	   *last_error;
+} WbBatch;
+
+/* Returns the last applied entry id of relid ("0-0" for none). */
+static char *
+read_progress(Oid relid)
+{
+	Oid			types[1] = {OIDOID};
+	Datum		args[1] = {ObjectIdGetDatum(relid)};
+
+	if (SPI_execute_with_args("SELECT last_id FROM cachesync.writeback_progress WHERE rel::pg_catalog.oid = $1",
+							  1, types, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read cachesync.writeback_progress");
+	if (SPI_processed == 0)
+		return "0-0";
+	return SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+}
+
+/* Stores the last applied entry id of relid, in the batch's transaction. */
+static void
+write_progress(Oid relid, const char *id)
+{
+	Oid			types[2] = {OIDOID, TEXTOID};
+	Datum		args[2] = {ObjectIdGetDatum(relid), CStringGetTextDatum(id)};
+
+	if (SPI_execute_with_args("INSERT INTO cachesync.writeback_progress AS p (rel, last_id) "
+							  "VALUES ($1::pg_catalog.regclass, $2) ON CONFLICT (rel) DO UPDATE "
+							  "SET last_id = EXCLUDED.last_id, applied_at = pg_catalog.now()",
+							  2, types, args, NULL, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not write cachesync.writeback_progress");
+}
+
+/* Throws unless every JSON key of data names a column of t; returns their attnums. */
+static List *
+data_columns(CsTable *t, Jsonb *data)
+{
+	JsonbIterator *it = JsonbIteratorInit(&data->root);
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	List	   *cols = NIL;
+
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		char	   *name;
+		AttrNumber	att;
+
+		if (tok != WJB_KEY)
+			continue;
+		name = pnstrdup(v.val.string.val, v.val.string.len);
+		att = get_attnum(t->relid, name);
+		if (att <= 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_COLUMN),
+					 errmsg("column \"%s\" of relation \"%s\" does not exist",
+							name, get_rel_name(t->relid))));
+		cols = lappend_int(cols, att);
+	}
+	for (int i = 0; i < t->nkeys; i++)
+	{
+		if (!list_member_int(cols, t->key_attnums[i]))
+			ereport(ERROR,
+					(errcode(ERRCODE_NOT_NULL_VIOLATION),
+					 errmsg("write-back data lacks key column \"%s\"",
+							get_attname(t->relid, t->key_attnums[i], false)),
+					 errhint("Every entry's data holds the key columns of its row.")));
+	}
+	return cols;
+}
+
+/* prepared statements by SQL text, kept across batches (plancache
+ * revalidates them after DDL); bounded: beyond the limit, not kept */
+#define WB_MAX_PLANS 256
+
+typedef struct WbPlan
+{
+	char	   *sql;			/* hash key */
+	SPIPlanPtr	plan;
+} WbPlan;
+
+static HTAB *wb_plans = NULL;
+
+/*
+ * Runs sql with one jsonb argument through a kept plan (a write-back batch
+ * runs the same few statements thousands of times).  Returns the SPI code.
+ */
+static int
+run_jsonb(const char *sql, Datum arg, bool read_only, long count)
+{
+	Oid			types[1] = {JSONBOID};
+	WbPlan	   *p;
+	bool		found;
+	char	   *key = (char *) sql;
+
+	if (wb_plans == NULL)
+		wb_plans = cs_keyset_create("cachesync write-back plans", 64,
+									sizeof(WbPlan), TopMemoryContext);
+	p = hash_search(wb_plans, &key, HASH_FIND, NULL);
+	if (p == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(sql, 1, types);
+
+		if (plan == NULL)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		if (hash_get_num_entries(wb_plans) >= WB_MAX_PLANS)
+			return SPI_execute_plan(plan, &arg, NULL, read_only, count);
+		SPI_keepplan(plan);
+		key = MemoryContextStrdup(TopMemoryContext, sql);
+		p = hash_search(wb_plans, &key, HASH_ENTER, &found);
+		p->sql = key;
+		p->plan = plan;
+	}
+	return SPI_execute_plan(p->plan, &arg, NULL, read_only, count);
+}
+
+/* Returns the quoted name of column att of t. */
+static const char *
+col(CsTable *t, AttrNumber att)
+{
+	return quote_identifier(get_attname(t->relid, att, false));
+}
+
+/* Returns true when att is one of t's key columns. */
+static bool
+is_key(CsTable *t, AttrNumber att)
+{
+	for (int i = 0; i < t->nkeys; i++)
+	{
+		if (t->key_attnums[i] == att)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Returns the row key of data (the table's row type filled from it); throws
+ * for values the column types refuse and for NULL key values.
+ */
+static char *
+data_key(CsTable *t, const char *rel, Datum data)
+{
+	Relation	r;
+	HeapTupleHeader hdr;
+	HeapTupleData tuple;
+	bool		isnull;
+	char	   *key;
+
+	if (run_jsonb(psprintf("SELECT r FROM pg_catalog.jsonb_populate_record(NULL::%s, $1) r", rel),
+				  data, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read write-back data");
+	hdr = DatumGetHeapTupleHeader(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	tuple.t_len = HeapTupleHeaderGetDatumLength(hdr);
+	ItemPointerSetInvalid(&tuple.t_self);
+	tuple.t_tableOid = t->relid;
+	tuple.t_data = hdr;
+	r = relation_open(t->relid, AccessShareLock);
+	for (int i = 0; i < t->nkeys; i++)
+	{
+		if (heap_attisnull(&tuple, t->key_attnums[i], RelationGetDescr(r)))
+			ereport(ERROR,
+					(errcode(ERRCODE_NOT_NULL_VIOLATION),
+					 errmsg("write-back data has a null value in key column \"%s\"",
+							get_attname(t->relid, t->key_attnums[i], false))));
+	}
+	key = cs_row_key(t, &tuple, RelationGetDescr(r));
+	relation_close(r, AccessShareLock);
+	return key;
+}
+
+/* Returns the upsert statement of the given data columns. */
+static char *
+upsert_sql(CsTable *t, const char *rel, List *cols)
+{
+	StringInfoData q;
+	ListCell   *lc;
+	bool		first = true;
+
+	initStringInfo(&q);
+	appendStringInfo(&q, "INSERT INTO %s (", rel);
+	foreach(lc, cols)
+		appendStringInfo(&q, "%s%s", foreach_current_index(lc) ? ", " : "", col(t, lfirst_int(lc)));
+	appendStringInfoString(&q, ") SELECT ");
+	foreach(lc, cols)
+		appendStringInfo(&q, "%sr.%s", foreach_current_index(lc) ? ", " : "", col(t, lfirst_int(lc)));
+	appendStringInfo(&q, " FROM pg_catalog.jsonb_populate_record(NULL::%s, $1) r ON CONFLICT (", rel);
+	for (int i = 0; i < t->nkeys; i++)
+		appendStringInfo(&q, "%s%s", i ? ", " : "", col(t, t->key_attnums[i]));
+	appendStringInfoString(&q, ") DO UPDATE SET ");
+	foreach(lc, cols)
+	{
+		if (is_key(t, lfirst_int(lc)))
+			continue;
+		appendStringInfo(&q, "%s%s = EXCLUDED.%s", first ? "" : ", ",
+						 col(t, lfirst_int(lc)), col(t, lfirst_int(lc)));
+		first = false;
+	}
+	if (first)					/* only key columns: touch the row */
+		appendStringInfo(&q, "%s = EXCLUDED.%s", col(t, t->key_attnums[0]),
+						 col(t, t->key_attnums[0]));
+	return q.data;
+}
+
+/* Returns the delete statement of a row given by its key columns. */
+static char *
+delete_sql(CsTable *t, const char *rel)
+{
+	StringInfoData q;
+
+	initStringInfo(&q);
+	appendStringInfo(&q, "DELETE FROM %s t USING pg_catalog.jsonb_populate_record(NULL::%s, $1) r WHERE ",
+					 rel, rel);
+	for (int i = 0; i < t->nkeys; i++)
+		appendStringInfo(&q, "%st.%s = r.%s", i ? " AND " : "",
+						 col(t, t->key_attnums[i]), col(t, t->key_attnums[i]));
+	return q.data;
+}
+
+/*
+ * Applies one entry (its field/value pairs) to t; returns its row key.
+ * Throws for every kind of bad entry, with the SQLSTATE that names it.
+ */
+static char *
+apply_fields(CsTable *t, const CsReply *fields)
+{
+	const char *op = entry_field(fields, "op");
+	const char *data = entry_field(fields, "data");
+	const char *given = entry_field(fields, "key");
+	char	   *rel = rel_name(t->relid);
+	Datum		jb;
+	List	   *cols;
+	char	   *key;
+	bool		upsert;
+
+	if (op == NULL || data == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("write-back entry lacks the \"%s\" field", op ? "data" : "op"),
+				 errhint("Append entries with cachesync_upsert or cachesync_delete.")));
+	upsert = strcmp(op, "upsert") == 0;
+	if (!upsert && strcmp(op, "delete") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown write-back operation \"%s\"", op),
+				 errhint("The op field is upsert or delete.")));
+	jb = DirectFunctionCall1(jsonb_in, CStringGetDatum(data));
+	if (!JB_ROOT_IS_OBJECT(DatumGetJsonbP(jb)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("write-back data is not a JSON object")));
+	cols = data_columns(t, DatumGetJsonbP(jb));
+	key = data_key(t, rel, jb);
+	if (given != NULL && strcmp(given, key) != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("row key \"%s\" does not match the key columns of the data", given),
+				 errdetail("The data names the row whose key is \"%s\".", key)));
+	/* t is not used after this: its triggers may rebuild the registry */
+	if (run_jsonb(upsert ? upsert_sql(t, rel, cols) : delete_sql(t, rel), jb, false, 0) < 0)
+		elog(ERROR, "could not apply a write-back entry");
+	return key;
+}
+
+/*
+ * Applies one entry in its own subtransaction, as the table's owner, with
+ * capture of the table off.  t may be freed once this returns (wb_lookup).  Returns true with *key set, or false with the
+ * error in *edata (allocated in cxt) and nothing of the entry left.
+ */
+static bool
+apply_entry(CsTable *t, const CsReply *fields, char **key, ErrorData **edata,
+			MemoryContext cxt)
+{
+	MemoryContext old = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool ok = true;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(old);
+	PG_TRY();
+	{
+		Oid			save_user;
+		int			save_sec;
+
+		int			nest;
+
+		GetUserIdAndSecContext(&save_user, &save_sec);
+		SetUserIdAndSecContext(cs_rel_owner(t->relid),
+							   save_sec | SECURITY_LOCAL_USERID_CHANGE |
+							   SECURITY_RESTRICTED_OPERATION);
+		/*
+		 * The table's own triggers run here as they would in a session of
+		 * its owner: with the default search_path, not the pinned one (our
+		 * statements qualify every name; pg_catalog, implicitly first, wins
+		 * every operator lookup).
+		 */
+		nest = NewGUCNestLevel();
+		(void) set_config_option("search_path", "\"$user\", public",
+								 PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+		cs_capture_skip_relid = t->relid;
+		*key = MemoryContextStrdup(cxt, apply_fields(t, fields));
+		cs_capture_skip_relid = InvalidOid;
+		AtEOXact_GUC(true, nest);
+		SetUserIdAndSecContext(save_user, save_sec);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(old);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		cs_capture_skip_relid = InvalidOid;
+		MemoryContextSwitchTo(cxt);
+		*edata = CopyErrorData();
+		FlushErrorState();
+		/* restores the user, the security context and the GUCs */
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(old);
+		CurrentResourceOwner = owner;
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+/* Remembers that key's cache entry is to be settled after entry id. */
+static void
+add_guard(WbBatch *b, CsTable *t, const char *key, const char *id)
+{
+	MemoryContext old;
+	CsSyncGuard *g;
+	bool		found;
+	char	   *prefix = psprintf("%s%s", cachesync_key_prefix, t->key_prefix);
+
+	if (key == NULL || strncmp(key, prefix, strlen(prefix)) != 0)
+		return;					/* not a row key of t: nothing to settle */
+	old = MemoryContextSwitchTo(b->cxt);
+	key = pstrdup(key);
+	g = hash_search(b->guards, &key, HASH_ENTER, &found);
+	if (!found)
+	{
+		g->key = (char *) key;
+		b->guard_keys = lappend(b->guard_keys, (char *) key);
+	}
+	g->id = pstrdup(id);		/* stream order: the later entry wins */
+	MemoryContextSwitchTo(old);
+}
+
+/* Appends the dead letter of entry id (fields, error) to p. */
+static void
+append_dead_letter(CsPipeline *p, CsTable *t, const char *id,
+				   const CsReply *fields, ErrorData *edata)
+{
+	int			n = (fields && fields->type == CS_REPLY_ARRAY) ? fields->nelem : 0;
+	const char **argv = palloc(sizeof(char *) * (n + 11));
+	size_t	   *lens = palloc(sizeof(size_t) * (n + 11));
+	int			argc = 0;
+
+#define ARG(s, l) (argv[argc] = (s), lens[argc++] = (l))
+	ARG("FCALL", 5);
+	ARG("cachesync_deadletter", 20);
+	ARG("1", 1);
+	ARG(cs_wb_stream(t, true), strlen(cs_wb_stream(t, true)));
+	ARG(id, strlen(id));
+	for (int i = 0; i < n; i++)
+		ARG(fields->elem[i]->str ? fields->elem[i]->str : "", fields->elem[i]->len);
+	ARG("error", 5);
+	ARG(edata->message, strlen(edata->message));
+	ARG("sqlstate", 8);
+	ARG(unpack_sql_state(edata->sqlerrcode), 5);
+	ARG("id", 2);
+	ARG(id, strlen(id));
+#undef ARG
+	cs_pipeline_append(p, argc, argv, lens);
+}
+
+/*
+ * Returns the registration of relid while it is a usable write_back table,
+ * else NULL.  Looked up again after every entry: applying one fires the
+ * capture trigger, whose lookup may rebuild the registry and free the
+ * CsTable an earlier lookup returned.
+ */
+static CsTable *
+wb_lookup(Oid relid)
+{
+	CsTable    *t = cs_registry_lookup(relid);
+
+	if (t == NULL || t->broken || t->mode != CS_MODE_WRITE_BACK)
+	{
+		wb_ready = false;		/* registrations changed: load them again */
+		return NULL;
+	}
+	return t;
+}
+
+/*
+ * in_xact step: applies a batch of one stream (see the file header), dead
+ * letters sent before the commit.  Returns false (roll back) when the
+ * table is no longer a write_back table or Redis failed.
+ */
+static bool
+apply_batch(void *arg)
+{
+	WbBatch    *b = arg;
+	Oid			relid = b->wt->relid;
+	CsPipeline *dlq;
+	char	   *progress;
+	char	   *start;
+	CsReply   **r;
+	const char *error;
+
+	if (wb_lookup(relid) == NULL)
+		return false;
+	dlq = cs_pipeline_create();
+	progress = start = read_progress(relid);
+	for (size_t i = 0; i < b->entries->nelem; i++)
+	{
+		CsReply    *e = b->entries->elem[i];
+		const char *id = e->elem[0]->str;
+		CsReply    *fields = e->nelem > 1 ? e->elem[1] : NULL;
+		char	   *key = NULL;
+		ErrorData  *edata = NULL;
+		CsTable    *t;
+		MemoryContext old;
+
+		CHECK_FOR_INTERRUPTS();
+		old = MemoryContextSwitchTo(b->cxt);	/* results outlive SPI's memory */
+		b->acks = lappend(b->acks, pstrdup(id));
+		b->last = pstrdup(id);
+		MemoryContextSwitchTo(old);
+		if (fields == NULL || fields->type != CS_REPLY_ARRAY)
+			continue;			/* deleted from the stream meanwhile */
+		if ((t = wb_lookup(relid)) == NULL)
+			return false;
+		if (id_le(id, progress))
+		{
+			/* applied before a crash: settle again, harmless */
+			add_guard(b, t, entry_field(fields, "key"), id);
+			continue;
+		}
+		if (apply_entry(t, fields, &key, &edata, b->cxt))
+			b->applied++;
+		else
+			b->dead++;
+		if ((t = wb_lookup(relid)) == NULL)
+			return false;
+		if (edata)
+		{
+			append_dead_letter(dlq, t, id, fields, edata);
+			b->last_error = edata->message;	/* edata lives in b->cxt */
+			key = (char *) entry_field(fields, "key");
+		}
+		add_guard(b, t, key, id);
+		progress = (char *) id;
+	}
+	if (progress != start)
+		write_progress(relid, progress);
+	if (dlq->ncommands == 0)
+		return true;
+	if (!cs_redis_try_run(dlq, &r))
+		return wb_failed("writing dead letters", cs_redis_last_error()) != WB_FAILED;
+	if (!cs_replies_ok(r, dlq->ncommands, &error))
+		return wb_failed("writing dead letters", error) != WB_FAILED;
+	return true;
+}
+
+/* in_xact step: writes the stored rows of the batch's keys to the cache. */
+static bool
+settle_batch(void *arg)
+{
+	WbBatch    *b = arg;
+	CsTable    *t = cs_registry_lookup(b->wt->relid);
+	CsSyncResult r = {0};
+
+	if (t == NULL || t->broken || b->guard_keys == NIL)
+		return true;
+	if (!cs_sync_keys_guarded(t, b->guard_keys, b->guards, cs_version_for_read(), &r))
+		return wb_failed("settling the cache after write-back", cs_redis_last_error()) != WB_FAILED;
+	return true;
+}
+
+/* Returns the id right after id: XTRIM MINID of it drops id and all before. */
+static char *
+next_id(const char *id)
+{
+	uint64		ms,
+				seq;
+
+	parse_id(id, &ms, &seq);
+	return psprintf(UINT64_FORMAT "-" UINT64_FORMAT, ms, seq + 1);
+}
+
+/* Acknowledges the batch's entries and trims them from the stream. */
+static bool
+ack_batch(WbBatch *b)
+{
+	int			n = list_length(b->acks);
+	const char **argv = palloc(sizeof(char *) * (n + 3));
+	CsPipeline *p = cs_pipeline_create();
+	CsReply   **r;
+	const char *error;
+	ListCell   *lc;
+
+	argv[0] = "XACK";
+	argv[1] = b->wt->stream;
+	argv[2] = WB_GROUP;
+	foreach(lc, b->acks)
+		argv[3 + foreach_current_index(lc)] = lfirst(lc);
+	cs_pipeline_append_strs(p, n + 3, argv);
+	cs_pipeline_append_strs(p, 4, (const char *[]) {"XTRIM", b->wt->stream, "MINID",
+							next_id(b->last)});
+	if (!cs_redis_try_run(p, &r))
+		return wb_failed("acknowledging write-back entries", cs_redis_last_error()) != WB_FAILED;
+	if (!cs_replies_ok(r, p->ncommands, &error))
+		return wb_failed("acknowledging write-back entries", error) != WB_FAILED;
+	return true;
+}
+
+/* Applies, acknowledges and settles one batch of one stream. */
+static bool
+process_stream(WbTable *wt, CsReply *entries)
+{
+	WbBatch		b = {0};
+
+	if (entries->type != CS_REPLY_ARRAY || entries->nelem == 0)
+		return true;
+	b.wt = wt;
+	b.entries = entries;
+	b.cxt = CurrentMemoryContext;
+	b.guards = cs_keyset_create("cachesync write-back guards", entries->nelem,
+								sizeof(CsSyncGuard), CurrentMemoryContext);
+	if (!in_xact(apply_batch, &b, "applying write-back entries"))
+	{
+		wb_ready = false;
+		return false;
+	}
+	cs_stats_add(wt->relid, CS_STAT_WB_APPLIED, b.applied);
+	cs_stats_add(wt->relid, CS_STAT_WB_DEAD, b.dead);
+	if (b.last_error)
+		cs_stats_error(wt->relid, b.last_error);
+	/* committed: a failure from here on is repaired by the skip on replay */
+	if (!ack_batch(&b))
+		return false;
+	return in_xact(settle_batch, &b, "settling write-back rows");
+}
+
+/* Publishes each table's pending entries and the age of the oldest. */
+static void
+update_gauges(void)
+{
+	CsPipeline *p = cs_pipeline_create();
+	CsReply   **r;
+	ListCell   *lc;
+
+	foreach(lc, wb_tables)
+	{
+		WbTable    *wt = lfirst(lc);
+
+		cs_pipeline_append_strs(p, 2, (const char *[]) {"XLEN", wt->stream});
+		cs_pipeline_append_strs(p, 5, (const char *[]) {"XRANGE", wt->stream, "-", "+",
+								"COUNT", "1"});
+	}
+	if (p->ncommands == 0 || !cs_redis_try_run(p, &r))
+		return;
+	foreach(lc, wb_tables)
+	{
+		WbTable    *wt = lfirst(lc);
+		int			i = foreach_current_index(lc) * 2;
+		uint64		ms = 0,
+					seq;
+
+		if (r[i]->type == CS_REPLY_INTEGER)
+			cs_stats_set(wt->relid, CS_STAT_WB_PENDING, r[i]->integer);
+		if (r[i + 1]->type == CS_REPLY_ARRAY && r[i + 1]->nelem > 0)
+			parse_id(r[i + 1]->elem[0]->elem[0]->str, &ms, &seq);
+		cs_stats_set(wt->relid, CS_STAT_WB_OLDEST_MS, (int64) ms);
+	}
+}
+
+/*
+ * Reads the next entries of every stream: our own pending ones first
+ * (after a start or a failure), then new ones, blocking up to
+ * WB_BLOCK_MS on the socket.  Returns the reply, or NULL on failure.
+ */
+static CsReply *
+read_entries(void)
+{
+	int			n = list_length(wb_tables);
+	const char **argv = palloc(sizeof(char *) * (10 + 2 * n));
+	int			argc = 0;
+	char		count[16];
+	CsPipeline *p = cs_pipeline_create();
+	CsReply   **r;
+	ListCell   *lc;
+
+	snprintf(count, sizeof(count), "%d", cachesync_batch_size);
+	argv[argc++] = "XREADGROUP";
+	argv[argc++] = "GROUP";
+	argv[argc++] = WB_GROUP;
+	argv[argc++] = WB_CONSUMER;
+	argv[argc++] = "COUNT";
+	argv[argc++] = count;
+	if (!wb_read_own)
+	{
+		argv[argc++] = "BLOCK";
+		argv[argc++] = CppAsString2(WB_BLOCK_MS);
+	}
+	argv[argc++] = "STREAMS";
+	foreach(lc, wb_tables)
+		argv[argc++] = ((WbTable *) lfirst(lc))->stream;
+	for (int i = 0; i < n; i++)
+		argv[argc++] = wb_read_own ? "0" : ">";
+	cs_pipeline_append_strs(p, argc, argv);
+	if (!cs_redis_try_run_blocking(p, &r, wb_read_own ? 0 : WB_BLOCK_MS))
+	{
+		wb_failed("reading the write-back streams", cs_redis_last_error());
+		return NULL;
+	}
+	if (r[0]->type == CS_REPLY_ERROR)
+	{
+		/* NOGROUP after FLUSHALL or a deleted stream: set up again, later */
+		wb_failed("reading the write-back streams", r[0]->str);
+		return NULL;
+	}
+	return r[0];
+}
+
+/* One round: set up when needed, read, apply. */
+static WbWork
+wb_round(void)
+{
+	CsReply    *reply;
+	bool		any = false;
+
+	if (!wb_ready || GetCurrentTimestamp() >= wb_refresh_at)
+	{
+		if (!in_xact(load_tables, NULL, "loading write_back tables"))
+			return WB_FAILED;
+		if (!publish())
+			return WB_FAILED;
+		wb_ready = true;
+		wb_read_own = true;
+		wb_refresh_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), WB_REFRESH_MS);
+		update_gauges();
+	}
+	if (wb_tables == NIL)
+		return WB_IDLE;
+	reply = read_entries();
+	if (reply == NULL)
+		return WB_FAILED;
+	wb_ok();
+	for (size_t i = 0; reply->type == CS_REPLY_ARRAY && i < reply->nelem; i++)
+	{
+		CsReply    *s = reply->elem[i];
+		WbTable    *wt = table_of_stream(s->elem[0]->str);
+
+		if (wt == NULL || s->elem[1]->type != CS_REPLY_ARRAY || s->elem[1]->nelem == 0)
+			continue;
+		any = true;
+		if (!process_stream(wt, s->elem[1]))
+			return WB_FAILED;
+	}
+	if (!any)
+		wb_read_own = false;	/* own pending entries done: read new ones */
+	update_gauges();
+	return WB_DONE;
+}
+
+/* Entry point of the write-back worker. */
+void
+cachesync_writeback_main(Datum arg)
+{
+	int			backoff = 100;
+	MemoryContext round_cxt;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(cachesync_database, NULL, 0);
+	/*
+	 * Entries are acknowledged and trimmed from Redis once their batch has
+	 * committed: that commit must be durable first, whatever the database's
+	 * setting, or a crash could lose applied-and-trimmed entries.
+	 */
+	SetConfigOption("synchronous_commit", "on", PGC_SUSET, PGC_S_OVERRIDE);
+	tables_cxt = AllocSetContextCreate(TopMemoryContext, "cachesync write-back tables",
+									   ALLOCSET_DEFAULT_SIZES);
+	round_cxt = AllocSetContextCreate(TopMemoryContext, "cachesync write-back round",
+									  ALLOCSET_DEFAULT_SIZES);
+
+	for (;;)
+	{
+		WbWork		w;
+		long		wait;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			wb_ready = false;
+		}
+		MemoryContextSwitchTo(round_cxt);
+		w = wb_round();
+		MemoryContextSwitchTo(TopMemoryContext);
+		MemoryContextReset(round_cxt);
+		if (w == WB_FAILED)
+		{
+			wait = backoff;
+			backoff = Min(backoff * 2, WB_MAX_BACKOFF_MS);
+		}
+		else
+		{
+			backoff = 100;
+			wait = (w == WB_IDLE) ? WB_REFRESH_MS / 5 : 0;
+		}
+		if (wait > 0)
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 wait, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+}
+
+/* Returns t if it is a write_back table; throws otherwise. */
+static CsTable *
+writeback_table(Oid relid)
+{
+	CsTable    *t;
+
+	cachesync_require_preload();
+	t = cs_registry_get(relid);
+	if (t->mode != CS_MODE_WRITE_BACK)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("table \"%s\" is not registered in write_back mode",
+						get_rel_name(relid)),
+				 errhint("Dead letters exist only for write_back tables.")));
+	return t;
+}
+
+/*
+ * cachesync.dead_letters(rel regclass, max_entries integer DEFAULT 100)
+ * RETURNS TABLE(id text, op text, data text, key text, error text, sqlstate text)
+ */
+Datum
+cachesync_dead_letters(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	CsTable    *t = writeback_table(PG_GETARG_OID(0));
+	int32		max = PG_GETARG_INT32(1);
+	char		count[16];
+	CsReply    *r;
+
+	if (max <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_entries must be positive")));
+	snprintf(count, sizeof(count), "%d", max);
+	r = cs_redis_command_strs(6, (const char *[]) {"XRANGE", cs_wb_stream(t, true), "-", "+",
+							  "COUNT", count});
+	cs_redis_check_reply(r, "XRANGE");
+	InitMaterializedSRF(fcinfo, 0);
+	for (size_t i = 0; r->type == CS_REPLY_ARRAY && i < r->nelem; i++)
+	{
+		CsReply    *e = r->elem[i];
+		const char *names[5] = {"op", "data", "key", "error", "sqlstate"};
+		Datum		values[6];
+		bool		nulls[6] = {0};
+
+		values[0] = CStringGetTextDatum(e->elem[0]->str);
+		for (int f = 0; f < 5; f++)
+		{
+			const char *v = entry_field(e->elem[1], names[f]);
+
+			nulls[f + 1] = (v == NULL);
+			if (v)
+				values[f + 1] = CStringGetTextDatum(v);
+		}
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/*
+ * cachesync.replay_dead_letters(rel regclass, ids text[] DEFAULT NULL)
+ * RETURNS bigint: appends the dead letters (all, or those with the given
+ * ids) to the write-back stream again and removes them from the dead-letter
+ * stream, each in one atomic call; returns how many.
+ */
+Datum
+cachesync_replay_dead_letters(PG_FUNCTION_ARGS)
+{
+	CsTable    *t = writeback_table(PG_GETARG_OID(0));
+	char	   *dlq = cs_wb_stream(t, true);
+	char	   *stream = cs_wb_stream(t, false);
+	int64		total = 0;
+	CsReply    *r;
+
+	if (!PG_ARGISNULL(1))
+	{
+		ArrayType  *arr = PG_GETARG_ARRAYTYPE_P(1);
+		Datum	   *elems;
+		bool	   *nulls;
+		int			n;
+		const char **argv;
+
+		deconstruct_array(arr, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+		argv = palloc(sizeof(char *) * (n + 7));
+		argv[0] = "FCALL";
+		argv[1] = "cachesync_replay";
+		argv[2] = "2";
+		argv[3] = dlq;
+		argv[4] = stream;
+		argv[5] = "0";
+		argv[6] = cachesync_key_prefix;
+		for (int i = 0; i < n; i++)
+		{
+			if (nulls[i])
+				ereport(ERROR,
+						(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+						 errmsg("dead-letter ids must not be null")));
+			argv[7 + i] = TextDatumGetCString(elems[i]);
+		}
+		if (n == 0)
+			PG_RETURN_INT64(0);
+		r = cs_redis_command_strs(n + 7, argv);
+		cs_redis_check_reply(r, "FCALL cachesync_replay");
+		PG_RETURN_INT64(r->integer);
+	}
+
+	/* all of them: as many as there are now, so new dead letters wait */
+	r = cs_redis_command_strs(2, (const char *[]) {"XLEN", dlq});
+	cs_redis_check_reply(r, "XLEN");
+	for (int64 left = r->integer; left > 0;)
+	{
+		char		count[32];
+
+		CHECK_FOR_INTERRUPTS();
+		snprintf(count, sizeof(count), INT64_FORMAT, Min(left, 1000));
+		r = cs_redis_command_strs(7, (const char *[]) {"FCALL", "cachesync_replay", "2",
+								  dlq, stream, count, cachesync_key_prefix});
+		cs_redis_check_reply(r, "FCALL cachesync_replay");
+		if (r->integer == 0)
+			break;
+		total += r->integer;
+		left -= r->integer;
+	}
+	PG_RETURN_INT64(total);
+}

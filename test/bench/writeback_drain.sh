@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# test/bench/writeback_drain.sh — how fast the write-back worker applies a
+# write-back stream, against a hand-written consumer.
+#
+#   bash test/bench/writeback_drain.sh               # as root, from the repo root
+#   BENCH_REPS=1 BENCH_WB_N=50000 bash test/bench/writeback_drain.sh   # quicker
+#
+# The 100k-row bench table is registered write_back.  The write-back worker is
+# paused (SIGSTOP) while BENCH_WB_N (200k) upsert entries {"id": k, "v": i}
+# (k random: keys repeat) are appended to its stream; then SIGCONT, and the
+# clock runs until cachesync.writeback_progress holds the last entry id,
+# polled every 20 ms: entries/s.
+#
+# Baseline in the same run, interleaved: writeback_consumer.py (XREADGROUP
+# COUNT 500, repeated keys collapsed in stream order, psycopg2 execute_values
+# upsert, commit, XACK + XDEL) draining the same number of entries into a
+# copy of the table.  BENCH_REPS (3) repetitions, medians, ratio.
+set -euo pipefail
+# shellcheck source=test/bench/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+REPS=${BENCH_REPS:-3}
+N=${BENCH_WB_N:-200000}
+STREAM=public.bench:__writeback
+PY=$BENCH_DIR/writeback_consumer.py
+
+bench_setup
+bq -c "CREATE TABLE bench_py (LIKE bench INCLUDING ALL)" -c "INSERT INTO bench_py SELECT * FROM bench"
+bench_mode write_back
+wb_pid() { bq -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'cachesync writeback'"; }
+until [[ $(cs_redis_cli HEXISTS __cachesync:writeback "$STREAM") == 1 ]]; do sleep 0.1; done
+
+# cachesync: entries/s of one run
+run_cachesync() {
+    local pid last t0 t1
+    pid=$(wb_pid)
+    kill -STOP "$pid"
+    "$BENCH_PY" "$PY" queue "$CS_REDIS_PORT" "$STREAM" "$N" "$BENCH_ROWS"
+    last=$(cs_redis_cli XREVRANGE "$STREAM" + - COUNT 1 | head -1)
+    t0=$(date +%s.%N)
+    kill -CONT "$pid"
+    until [[ $(bq -c "SELECT last_id FROM cachesync.writeback_progress WHERE rel = 'bench'::regclass") == "$last" ]]; do
+        sleep 0.02
+    done
+    t1=$(date +%s.%N)
+    awk -v n="$N" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", n / (b - a)}'
+}
+
+run_python() {
+    local s=bench_py:stream
+    cs_redis_cli DEL "$s" >/dev/null
+    "$BENCH_PY" "$PY" queue "$CS_REDIS_PORT" "$s" "$N" "$BENCH_ROWS"
+    "$BENCH_PY" "$PY" drain "$CS_REDIS_PORT" "$s" "$N" "$(bench_dsn)" bench_py
+}
+
+CS=() PYR=()
+for rep in $(seq "$REPS"); do
+    r=$(run_cachesync); CS+=("$r"); bench_log "rep $rep: cachesync $r entries/s"
+    r=$(run_python); PYR+=("$r"); bench_log "rep $rep: python consumer $r entries/s"
+done
+check=$(bq -c "SELECT count(*) FROM bench b JOIN bench_py p USING (id) WHERE b.v IS DISTINCT FROM p.v")
+mc=$(median "${CS[@]}"); mp=$(median "${PYR[@]}")
+echo
+echo "write-back drain, $N entries per run, batch_size $(bq -c 'SHOW cachesync.batch_size'), $REPS reps"
+echo "  cachesync worker:          ${CS[*]}  median $mc entries/s"
+echo "  hand-written consumer:     ${PYR[*]}  median $mp entries/s"
+awk -v a="$mc" -v b="$mp" 'BEGIN {r = a / b; printf "  ratio: %.2fx (target >= 2x: %s)\n", r, (r >= 2 ? "met" : "below target")}'
+echo "  rows differing between the two tables afterwards (same entries each rep): $check"
+bench_pg_log_problems | tail -5

@@ -1,0 +1,91 @@
+
+# Write-back is exactly once in effect across crashes: the write-back worker
+# SIGKILLed and Postgres stopped with -m immediate in the middle of a stream;
+# a trigger records every application of every entry, and each entry must be
+# applied exactly once.  Entries at or before the stored progress are skipped
+# (what happens after a crash between the commit and XACK).
+
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(usleep);
+
+use CacheSync::Redis;
+use CacheSync::WriteBack;
+
+my $redis = CacheSync::Redis->new();
+my $node = CacheSync::Redis::new_node('wbcrash', $redis, "cachesync.batch_size = 200");
+
+$node->safe_psql('postgres', q{
+	CREATE TABLE acc (id int PRIMARY KEY, seq int NOT NULL);
+	CREATE TABLE audit (seq int NOT NULL);
+	-- every application of an entry leaves its seq here (slowly, so the
+	-- stream is still being applied when the crashes come)
+	CREATE FUNCTION count_it() RETURNS trigger LANGUAGE plpgsql AS
+	  $$BEGIN INSERT INTO audit VALUES (NEW.seq); PERFORM pg_sleep(0.0005); RETURN NEW; END$$;
+	CREATE TRIGGER count_it AFTER INSERT OR UPDATE ON acc FOR EACH ROW EXECUTE FUNCTION count_it();
+	GRANT INSERT ON audit TO PUBLIC;
+	SELECT cachesync.register('acc', mode => 'write_back');
+});
+my $stream = 'public.acc:__writeback';
+CacheSync::WriteBack::worker_pid($node);
+CacheSync::WriteBack::wait_for(sub {
+	$redis->cli('HEXISTS', '__cachesync:writeback', $stream) eq '1' });
+
+my $n = 6000;
+my (@cmds, %last);
+for my $seq (1 .. $n)
+{
+	my $k = $seq % 400;
+	push @cmds, [ 'FCALL', 'cachesync_upsert', '2', "public.acc:$k", $stream, qq({"id":$k,"seq":$seq}) ];
+	$last{$k} = $seq;
+}
+CacheSync::WriteBack::pipe_commands($redis, @cmds);
+my $end = $redis->cli('FCALL', 'cachesync_upsert', '2', 'public.acc:0', $stream,
+	qq({"id":0,"seq":@{[$n + 1]}}));
+$last{0} = $n + 1;
+
+# SIGKILL the write-back worker mid-stream (the postmaster restarts everything)
+ok($node->poll_query_until('postgres', 'SELECT count(*) > 1000 FROM audit'), 'applying');
+my $wpid = CacheSync::WriteBack::worker_pid($node);
+kill 'KILL', $wpid;
+$node->poll_query_until('postgres', 'SELECT true') or die 'node did not come back';
+my $after_kill = $node->safe_psql('postgres', 'SELECT count(*) FROM audit');
+note("applied when killed: about $after_kill");
+
+# then an immediate stop mid-stream
+ok($node->poll_query_until('postgres', "SELECT count(*) > $after_kill + 1000 FROM audit"),
+	'applying again after the SIGKILL');
+$node->stop('immediate');
+$node->start;
+
+ok(CacheSync::WriteBack::wait_applied($node, 'acc', $end), 'every entry applied in the end');
+is($node->safe_psql('postgres', 'SELECT count(*), count(DISTINCT seq), min(seq), max(seq) FROM audit'),
+	join('|', $n + 1, $n + 1, 1, $n + 1), 'each entry was applied exactly once');
+is($node->safe_psql('postgres', 'SELECT string_agg(id || \'=\' || seq, \',\' ORDER BY id) FROM acc'),
+	join(',', map { "$_=$last{$_}" } sort { $a <=> $b } keys %last), 'the table holds the last write per key');
+is($redis->cli('XLEN', "$stream:dlq"), '0', 'nothing was dead-lettered');
+is($redis->cli('XLEN', $stream), '0', 'the stream is trimmed');
+is($redis->cli('XPENDING', $stream, 'cachesync', '-', '+', '10'), '', 'nothing is pending');
+ok(CacheSync::WriteBack::wait_for(sub {
+	my $d = CacheSync::Redis::cache_diff($node, 'acc');
+	$d->{missing} + $d->{stale} + $d->{orphaned} == 0 }), 'the cache equals the table');
+
+# entries at or before the stored progress are acknowledged, not applied
+# again (the worker crashed after the commit, before XACK)
+$node->safe_psql('postgres', q{
+	CREATE TABLE skip (id int PRIMARY KEY, v text);
+	INSERT INTO cachesync.writeback_progress VALUES ('skip', '99999999999999-0');
+	SELECT cachesync.register('skip', mode => 'write_back');
+});
+CacheSync::WriteBack::wait_for(sub {
+	$redis->cli('HEXISTS', '__cachesync:writeback', 'public.skip:__writeback') eq '1' });
+$redis->cli('FCALL', 'cachesync_upsert', '2', 'public.skip:1', 'public.skip:__writeback', '{"id":1,"v":"x"}');
+ok(CacheSync::WriteBack::wait_for(sub { $redis->cli('XLEN', 'public.skip:__writeback') eq '0' }),
+	'an entry before the progress is acknowledged and trimmed');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM skip'), '0', 'and not applied');
+
+done_testing();

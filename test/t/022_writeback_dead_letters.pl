@@ -1,0 +1,93 @@
+
+# Bad write-back entries go to the dead-letter stream with their original
+# fields, the error and its SQLSTATE, are acknowledged, and never stop the
+# good entries after them; a dead letter is written once per entry; after
+# the cause is fixed, replay applies them.
+
+use strict;
+use warnings;
+
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+
+use CacheSync::Redis;
+use CacheSync::WriteBack;
+
+my $redis = CacheSync::Redis->new();
+my $node = CacheSync::Redis::new_node('wbdlq', $redis);
+
+$node->safe_psql('postgres', q{
+	CREATE TABLE dl (id int PRIMARY KEY, n int CONSTRAINT n_positive CHECK (n >= 0),
+	                 t text NOT NULL DEFAULT 'x');
+	SELECT cachesync.register('dl', mode => 'write_back');
+});
+my $s = 'public.dl:__writeback';
+CacheSync::WriteBack::worker_pid($node);
+CacheSync::WriteBack::wait_for(sub { $redis->cli('HEXISTS', '__cachesync:writeback', $s) eq '1' });
+
+# each bad entry is followed by a good one
+my @bad = (
+	[ 'malformed JSON',      '22P02', [ 'op', 'upsert', 'data', '{"id":' ] ],
+	[ 'unknown column',      '42703', [ 'op', 'upsert', 'data', '{"id":2,"nope":1}' ] ],
+	[ 'wrong type',          '22P02', [ 'op', 'upsert', 'data', '{"id":3,"n":"abc"}' ] ],
+	[ 'missing key column',  '23502', [ 'op', 'upsert', 'data', '{"n":1}' ] ],
+	[ 'null key value',      '23502', [ 'op', 'delete', 'data', '{"id":null}' ] ],
+	[ 'check violation',     '23514', [ 'op', 'upsert', 'data', '{"id":5,"n":-1}' ] ],
+	[ 'not-null violation',  '23502', [ 'op', 'upsert', 'data', '{"id":6,"t":null}' ] ],
+	[ 'unknown op',          '22023', [ 'op', 'merge', 'data', '{"id":7}' ] ],
+	[ 'no op field',         '22023', [ 'data', '{"id":8}' ] ],
+	[ 'data not an object',  '22023', [ 'op', 'upsert', 'data', '[1,2]' ] ],
+);
+my $i = 0;
+for my $b (@bad)
+{
+	$redis->cli('XADD', $s, '*', @{ $b->[2] });
+	$redis->cli('FCALL', 'cachesync_upsert', '2', "public.dl:10$i", $s, qq({"id":10$i,"n":$i}));
+	$i++;
+}
+# a key that does not match the data, through the function: its cached
+# value is put back to what Postgres holds (no row: no key)
+$redis->cli('FCALL', 'cachesync_upsert', '2', 'public.dl:77', $s, '{"id":78,"n":1}');
+my $last = $redis->cli('FCALL', 'cachesync_upsert', '2', 'public.dl:200', $s, '{"id":200,"n":200}');
+
+ok(CacheSync::WriteBack::wait_applied($node, 'dl', $last), 'the stream is applied past every bad entry');
+is($node->safe_psql('postgres', 'SELECT string_agg(id::text, \',\' ORDER BY id) FROM dl'),
+	'100,101,102,103,104,105,106,107,108,109,200', 'every good entry was applied');
+my $letters = $node->safe_psql('postgres',
+	q{SELECT string_agg(sqlstate, ',' ORDER BY id COLLATE "C") FROM cachesync.dead_letters('dl')});
+is($letters, join(',', (map { $_->[1] } @bad), '22023'), 'each bad entry is a dead letter with its SQLSTATE');
+is($node->safe_psql('postgres',
+	q{SELECT error FROM cachesync.dead_letters('dl') WHERE data = '{"id":2,"nope":1}'}),
+	'column "nope" of relation "dl" does not exist', 'with the error message');
+is($node->safe_psql('postgres',
+	q{SELECT op || ' ' || data || ' ' || key FROM cachesync.dead_letters('dl') WHERE sqlstate = '22023' AND key IS NOT NULL}),
+	'upsert {"id":78,"n":1} public.dl:77', 'and the original fields');
+is($redis->cli('XLEN', $s), '0', 'dead-lettered entries are acknowledged and trimmed too');
+ok(CacheSync::WriteBack::wait_for(sub { $redis->cli('EXISTS', 'public.dl:77') eq '0' }),
+	'the cached value of a dead-lettered upsert is put back to what Postgres holds');
+is($node->safe_psql('postgres',
+	"SELECT wb_applied, wb_dead_lettered, last_error IS NOT NULL FROM cachesync.stats WHERE rel = 'dl'::regclass"),
+	'11|11|t', 'stats count applied and dead-lettered entries and keep the last error');
+
+# a dead letter is written once per entry, even when written again after a crash
+$redis->cli('FCALL', 'cachesync_deadletter', '1', 'dup:dlq', '5-5', 'op', 'x', 'id', '5-5');
+$redis->cli('FCALL', 'cachesync_deadletter', '1', 'dup:dlq', '5-5', 'op', 'x', 'id', '5-5');
+is($redis->cli('XLEN', 'dup:dlq'), '1', 'writing a dead letter twice keeps one');
+
+# fix two causes, then replay everything: those two apply, the rest comes back
+$node->safe_psql('postgres', 'ALTER TABLE dl ADD COLUMN nope int; ALTER TABLE dl DROP CONSTRAINT n_positive');
+is($node->safe_psql('postgres', "SELECT cachesync.replay_dead_letters('dl')"), '11', 'replay re-appends every dead letter');
+ok(CacheSync::WriteBack::wait_for(sub {
+	$node->safe_psql('postgres', "SELECT count(*) FROM dl WHERE id IN (2, 5)") eq '2' }),
+	'the entries whose cause was fixed are applied');
+ok(CacheSync::WriteBack::wait_for(sub { $redis->cli('XLEN', "$s:dlq") eq '9' }),
+	'the others are dead letters again');
+is($node->safe_psql('postgres', 'SELECT nope, n FROM dl WHERE id IN (2, 5) ORDER BY id'), "1|\n|-1",
+	'with their data');
+my $one = $node->safe_psql('postgres',
+	q{SELECT id FROM cachesync.dead_letters('dl') WHERE sqlstate = '22P02' ORDER BY id LIMIT 1});
+is($node->safe_psql('postgres', "SELECT cachesync.replay_dead_letters('dl', ARRAY['$one'])"), '1',
+	'one dead letter can be replayed by id');
+
+done_testing();
