@@ -109,3 +109,23 @@ redis FLUSHALL
 sleep 2
 redis HGETALL public.demo_products:A-1
 redis EXISTS public.demo_products:B-2
+
+say "write_back: applications write Redis and the stream in one call; the worker applies it to the table"
+sql "CREATE TABLE demo_carts (id int PRIMARY KEY, items int NOT NULL CHECK (items >= 0), updated_at timestamptz DEFAULT now());"
+sql "SELECT cachesync.register('demo_carts', mode => 'write_back');"
+sql "SELECT rel, mode, writeback_stream FROM cachesync.tables WHERE rel = 'demo_carts'::regclass;"
+sleep 6   # the write-back worker publishes the table's format to Redis (every 5 s)
+redis FCALL cachesync_upsert 2 public.demo_carts:1 public.demo_carts:__writeback '{"id":1,"items":3}'
+redis FCALL cachesync_upsert 2 public.demo_carts:2 public.demo_carts:__writeback '{"id":2,"items":1}'
+redis FCALL cachesync_delete 2 public.demo_carts:2 public.demo_carts:__writeback '{"id":2}'
+sleep 2
+sql "SELECT id, items FROM demo_carts ORDER BY id;"
+redis GET public.demo_carts:1
+
+say "A poison entry (violates a CHECK) goes to the dead letters; the entries after it still flow"
+redis FCALL cachesync_upsert 2 public.demo_carts:3 public.demo_carts:__writeback '{"id":3,"items":-1}'
+redis FCALL cachesync_upsert 2 public.demo_carts:4 public.demo_carts:__writeback '{"id":4,"items":2}'
+sleep 2
+sql "SELECT id, items FROM demo_carts ORDER BY id;"
+sql "SELECT op, data, sqlstate, error FROM cachesync.dead_letters('demo_carts');"
+sql "SELECT rel, wb_applied, wb_dead_lettered, wb_pending FROM cachesync.stats WHERE rel = 'demo_carts'::regclass;"

@@ -33,6 +33,7 @@
 
 #include "access/relation.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -290,7 +291,13 @@ static void
 read_keys(CsRead *r)
 {
 	bool		bypass = GetTopTransactionIdIfAny() != InvalidTransactionId;
-	bool		store = !bypass && r->t->mode != CS_MODE_WRITE_BACK;
+	/*
+	 * Nothing is stored for a write_back table (the table may be behind its
+	 * stream) nor on a standby: a lagging standby reads rows older than what
+	 * the primary already fenced, under versions drawn from its own clock.
+	 */
+	bool		store = !bypass && r->t->mode != CS_MODE_WRITE_BACK &&
+		!RecoveryInProgress();
 	char	  **suffixes = palloc(sizeof(char *) * Max(r->n, 1));
 	size_t		plen = strlen(cachesync_key_prefix) + strlen(r->t->key_prefix);
 	int			hits = 0;
