@@ -118,6 +118,7 @@ cs_stats_error(Oid relid, const char *message)
  * cachesync._table_stats() RETURNS TABLE(relid oid, pushed bigint,
  *		invalidated bigint, errors bigint, hits bigint, misses bigint,
  *		wb_applied bigint, wb_dead_lettered bigint, queued bigint,
+ *		published bigint, publish_lost bigint, changes_appended bigint,
  *		last_error text, last_error_at timestamptz)
  */
 Datum

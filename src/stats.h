@@ -19,6 +19,9 @@ typedef enum CsStat
 	CS_STAT_WB_APPLIED,
 	CS_STAT_WB_DEAD,
 	CS_STAT_QUEUED,
+	CS_STAT_PUBLISHED,			/* invalidation messages published */
+	CS_STAT_PUBLISH_LOST,		/* invalidation messages lost to a Redis failure */
+	CS_STAT_CHANGES,			/* change stream entries appended */
 	CS_NUM_STATS
 } CsStat;
 

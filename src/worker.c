@@ -47,6 +47,7 @@
 #include "storage/itemptr.h"
 
 #include "cachesync.h"
+#include "events.h"
 #include "keys.h"
 #include "keyspace.h"
 #include "redis.h"
@@ -229,6 +230,7 @@ ship_batch(void)
 	Oid			argtypes[1];
 	Datum		args[1];
 	List	   *tables = NIL;
+	ListCell   *lc;
 	Datum	   *ids;
 	uint64		n = read_batch();
 
@@ -258,6 +260,9 @@ ship_batch(void)
 		return redis_failed("shipping the queue");
 	}
 	redis_ok();
+	foreach(lc, tables)
+		cs_notify_keys(((TableKeys *) lfirst(lc))->relid, ((TableKeys *) lfirst(lc))->keys,
+					   ((TableKeys *) lfirst(lc))->truncated);
 
 	/* by ctid: a TID scan, whatever the planner thinks of a long list */
 	argtypes[0] = TIDARRAYOID;
@@ -266,6 +271,19 @@ ship_batch(void)
 							  1, argtypes, args, NULL, false, 0) != SPI_OK_DELETE)
 		elog(ERROR, "could not delete from cachesync.queue");
 	return CS_WORK_DONE;
+}
+
+/* Ships one batch of the change outbox (events.c).  In a transaction. */
+static CsWork
+ship_changes(void)
+{
+	int			r = cs_changes_ship();
+
+	if (r < 0)
+		return redis_failed("appending to change streams");
+	if (r > 0)
+		redis_ok();
+	return r > 0 ? CS_WORK_DONE : CS_WORK_IDLE;
 }
 
 /* Returns true when the intent set key belongs to an earlier generation. */
@@ -561,6 +579,13 @@ round_of_work(void)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 		s = in_transaction(ship_batch, "shipping the queue");
+	} while (s == CS_WORK_DONE);
+	if (s == CS_WORK_REDIS_DOWN)
+		return s;
+	do
+	{
+		CHECK_FOR_INTERRUPTS();
+		s = in_transaction(ship_changes, "shipping change streams");
 	} while (s == CS_WORK_DONE);
 	return s;
 }
