@@ -58,6 +58,19 @@ SELECT * FROM ev_outbox('ev_wt') WHERE op = 'truncate';
 INSERT INTO ev_hash VALUES (1, 'n', 'never in Redis');
 SELECT * FROM ev_outbox('ev_hash');
 
+-- a role that may only write the table: its changes reach the outbox, which
+-- it can neither read nor write itself
+CREATE ROLE regress_ev_writer;
+GRANT INSERT, UPDATE ON ev_hash TO regress_ev_writer;
+SET ROLE regress_ev_writer;
+INSERT INTO ev_hash VALUES (2, 'w', 'w');
+SELECT count(*) FROM cachesync.changes_outbox;
+INSERT INTO cachesync.changes_outbox VALUES ('ev_hash'::regclass, 1, 'insert', 'forged', NULL);
+RESET ROLE;
+SELECT * FROM ev_outbox('ev_hash') WHERE key = 'public.ev_hash:2';
+DROP OWNED BY regress_ev_writer;
+DROP ROLE regress_ev_writer;
+
 -- async: outbox entries too (the queue carries the cache update)
 INSERT INTO ev_as VALUES (1, 'x');
 SELECT * FROM ev_outbox('ev_as');

@@ -60,6 +60,7 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
+#include "utils/inval.h"
 #include "utils/lsyscache.h"
 
 #include "cachesync.h"
@@ -114,11 +115,35 @@ cs_notify_keys(Oid relid, List *keys, bool truncated)
 		cs_stats_add(relid, CS_STAT_PUBLISH_LOST, p->ncommands);
 }
 
-/* Returns the OID of cachesync.changes_outbox. */
+/* the OID of cachesync.changes_outbox, looked up once per backend */
+static Oid	outbox_oid = InvalidOid;
+static bool outbox_callback_registered = false;
+
+/* Relcache callback: forgets the OID when the outbox may have gone. */
+static void
+outbox_relcache_callback(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == outbox_oid)
+		outbox_oid = InvalidOid;
+}
+
+/*
+ * Returns the OID of cachesync.changes_outbox.  Cached: the row trigger
+ * needs it for every change, and two catalog lookups per row show in the
+ * write path.  A DROP EXTENSION invalidates the relation, which resets it.
+ */
 static Oid
 outbox_relid(void)
 {
-	return get_relname_relid("changes_outbox", get_namespace_oid("cachesync", false));
+	if (!outbox_callback_registered)
+	{
+		CacheRegisterRelcacheCallback(outbox_relcache_callback, (Datum) 0);
+		outbox_callback_registered = true;
+	}
+	if (!OidIsValid(outbox_oid))
+		outbox_oid = get_relname_relid("changes_outbox",
+									   get_namespace_oid("cachesync", false));
+	return outbox_oid;
 }
 
 /*

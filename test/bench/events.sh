@@ -12,7 +12,8 @@
 # interleaved per round; the summary gives the median TPS of BENCH_ROUNDS (3)
 # rounds and the ratio of each option to the same mode without it (target
 # >= 0.95x).  A redis-cli subscriber listens on the all-tables channel during
-# the notify runs.  Not a pass/fail test.
+# the notify runs (BENCH_SUBSCRIBER=0: none; on a small machine its CPU is
+# the writers' CPU).  Not a pass/fail test.
 set -euo pipefail
 # shellcheck source=test/bench/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -47,7 +48,7 @@ run_one() {   # mode opt round
     local mode=$1 opt=$2 round=$3 out tps extra=""
     events_mode "$mode" "$opt"
     bq -c "CHECKPOINT"
-    if [[ $opt == notify ]]; then
+    if [[ $opt == notify && ${BENCH_SUBSCRIBER:-1} == 1 ]]; then
         redis-cli -h 127.0.0.1 -p "$CS_REDIS_PORT" SUBSCRIBE __cachesync:invalidate >/dev/null 2>&1 &
         SUB_PID=$!
     fi
