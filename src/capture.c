@@ -123,6 +123,7 @@ static uint64 xact_version = 0;
 static bool xact_publishing = false;
 static bool xact_push_failed = false;
 static bool xact_queued = false;
+static bool xact_changes = false;	/* wrote change outbox entries */
 
 static bool callbacks_registered = false;
 
@@ -155,6 +156,7 @@ xact_reset(void)
 	xact_version = 0;
 	xact_push_failed = false;
 	xact_queued = false;
+	xact_changes = false;
 }
 
 /* Returns true when the current transaction has cache work. */
@@ -858,6 +860,8 @@ xact_callback(XactEvent event, void *arg)
 			xact_publishing = false;
 			if (xact_queued)
 				cs_wake_worker();
+			else if (xact_changes)
+				cs_changes_committed();
 			xact_reset();
 			break;
 		case XACT_EVENT_ABORT:
@@ -982,7 +986,7 @@ capture_row(CsTable *t, HeapTuple oldtup, HeapTuple newtup, TupleDesc desc)
 			cs_changes_record(t, "insert", newkey, newtup, desc);
 	}
 	if (t->changes)
-		xact_queued = true;		/* wake the worker at commit */
+		xact_changes = true;	/* wake the worker at commit */
 	if (oldkey)
 		record_change(t, oldkey, NULL);
 	if (newkey)
@@ -1067,7 +1071,7 @@ cachesync_capture_truncate(PG_FUNCTION_ARGS)
 	if (t->changes)
 	{
 		cs_changes_record(t, "truncate", NULL, NULL, NULL);
-		xact_queued = true;
+		xact_changes = true;
 	}
 	old = MemoryContextSwitchTo(TopTransactionContext);
 	tr = palloc(sizeof(CsTruncate));

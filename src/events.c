@@ -62,6 +62,7 @@
 #include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
+#include "utils/timestamp.h"
 
 #include "cachesync.h"
 #include "capture.h"
@@ -70,11 +71,32 @@
 #include "redis.h"
 #include "registry.h"
 #include "rowformat.h"
+#include "shmem.h"
 #include "stats.h"
 #include "version.h"
 
 /* columns of cachesync.changes_outbox */
 #define Natts_outbox 5
+
+/*
+ * Waking the worker: a backend wakes it after a commit that wrote outbox
+ * entries, but at most once per CS_CHANGES_WAKE_MS; and the worker, for
+ * CS_CHANGES_FLOWING_MS after it last shipped entries, polls the outbox
+ * every CS_CHANGES_WAKE_MS instead of idling for a second.  So under load
+ * the worker ships batches instead of running a whole round per commit
+ * (on a small machine its rounds take the writers' CPU), and an entry still
+ * waits at most about CS_CHANGES_WAKE_MS: a commit that did not wake the
+ * worker came less than that after one that did, whose entry the worker
+ * shipped at some time T, and it polls again at T + CS_CHANGES_WAKE_MS.
+ */
+#define CS_CHANGES_WAKE_MS 10
+#define CS_CHANGES_FLOWING_MS 50
+
+/* when this backend last woke the worker for the outbox */
+static TimestampTz last_wake = 0;
+
+/* in the worker: when it last shipped outbox entries */
+static TimestampTz last_shipped = 0;
 
 /* a change batch stops growing past this many bytes of commands */
 #define CS_MAX_CHANGES_BYTES (16 * 1024 * 1024)
@@ -174,6 +196,39 @@ cs_changes_record(CsTable *t, const char *op, const char *key,
 	simple_heap_insert(rel, tup);
 	heap_freetuple(tup);
 	table_close(rel, NoLock);
+}
+
+/*
+ * After a commit that wrote outbox entries: wakes the worker unless this
+ * backend did so less than CS_CHANGES_WAKE_MS ago (see above).
+ */
+void
+cs_changes_committed(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (now - last_wake < CS_CHANGES_WAKE_MS * INT64CONST(1000))
+		return;
+	last_wake = now;
+	cs_wake_worker();
+}
+
+/*
+ * In the worker: returns true while it should poll the outbox every
+ * CS_CHANGES_WAKE_MS (it shipped entries less than CS_CHANGES_FLOWING_MS
+ * ago).
+ */
+bool
+cs_changes_flowing(void)
+{
+	return GetCurrentTimestamp() - last_shipped < CS_CHANGES_FLOWING_MS * INT64CONST(1000);
+}
+
+/* Returns the worker's poll interval while changes flow, in milliseconds. */
+int
+cs_changes_poll_ms(void)
+{
+	return CS_CHANGES_WAKE_MS;
 }
 
 /* Returns column col of SPI row i as text, or NULL. */
@@ -297,6 +352,7 @@ cs_changes_ship(void)
 		if (OidIsValid(relids[i]))
 			cs_stats_add(relids[i], CS_STAT_CHANGES, 1);
 	}
+	last_shipped = GetCurrentTimestamp();
 	argtypes[0] = TIDARRAYOID;
 	args[0] = PointerGetDatum(construct_array(ids, nids, TIDOID, sizeof(ItemPointerData),
 											  false, TYPALIGN_SHORT));

@@ -647,6 +647,9 @@ cachesync_worker_main(Datum arg)
 		{
 			backoff = 100;
 			wait = (w == CS_WORK_DONE) ? 0 : CS_IDLE_WAIT_MS;
+			/* while change entries flow, poll for them (events.c) */
+			if (wait > 0 && cs_changes_flowing())
+				wait = cs_changes_poll_ms();
 		}
 		if (wait > 0)
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
