@@ -78,6 +78,14 @@ SELECT r.rel,
        CASE WHEN r.changes
             THEN coalesce(current_setting('cachesync.key_prefix', true), '') || r.key_prefix || '__changes'
        END AS change_stream,
+       CASE WHEN r.notify
+            THEN coalesce(current_setting('cachesync.key_prefix', true), '') || '__cachesync:invalidate:'
+                 || (SELECT n.nspname || '.' || c.relname FROM pg_catalog.pg_class c
+                       JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = r.rel)
+       END AS invalidate_channel,
+       CASE WHEN r.notify
+            THEN coalesce(current_setting('cachesync.key_prefix', true), '') || '__cachesync:invalidate'
+       END AS invalidate_all_channel,
        r.notify,
        r.changes,
        r.registered_at
@@ -171,6 +179,9 @@ CREATE FUNCTION cachesync._table_stats(
     OUT queued bigint,
     OUT wb_pending bigint,
     OUT wb_oldest_ms bigint,
+    OUT published bigint,
+    OUT publish_lost bigint,
+    OUT changes_appended bigint,
     OUT last_error text,
     OUT last_error_at timestamptz)
 RETURNS SETOF record
@@ -202,7 +213,10 @@ SELECT r.rel,
             CASE WHEN s.wb_oldest_ms > 0
                  THEN greatest(clock_timestamp() - to_timestamp(s.wb_oldest_ms / 1000.0), interval '0')
                  ELSE interval '0' END
-       END AS wb_lag
+       END AS wb_lag,
+       coalesce(s.published, 0) AS published,
+       coalesce(s.publish_lost, 0) AS publish_lost,
+       coalesce(s.changes_appended, 0) AS changes_appended
 FROM cachesync.registrations r
 LEFT JOIN cachesync._table_stats() s ON s.relid = r.rel::oid
 LEFT JOIN (SELECT rel, count(*) AS depth, clock_timestamp() - min(enqueued_at) AS lag
@@ -319,6 +333,7 @@ FROM cachesync._hot_keys() h
 JOIN cachesync.registrations r ON r.rel::oid = h.relid;
 COMMENT ON VIEW cachesync.hot_keys IS 'the most read keys of each registered table (approximate top-k, hottest first): hits is an upper bound, hits_at_least a lower bound';
 REVOKE ALL ON cachesync.hot_keys FROM PUBLIC;
+
 -- ==== write-back ====
 --
 -- The last write-back entry applied per table, written in the transaction
@@ -347,3 +362,27 @@ COMMENT ON FUNCTION cachesync.replay_dead_letters(regclass, text[]) IS 'appends 
 
 REVOKE ALL ON FUNCTION cachesync.dead_letters(regclass, integer) FROM PUBLIC;
 REVOKE ALL ON FUNCTION cachesync.replay_dead_letters(regclass, text[]) FROM PUBLIC;
+
+-- ==== change events (invalidation broadcast, change stream) ====
+--
+-- The change stream's outbox: the row trigger of a table registered with
+-- changes => true appends one entry per change inside the writer's
+-- transaction; the worker appends entries to the table's stream
+-- (<prefix><table prefix>__changes) lowest pos first, then deletes them.
+-- No index: writers append with a plain heap insert; the worker reads the
+-- lowest pos with a top-N sort.  Transient: not dumped.
+--
+CREATE TABLE cachesync.changes_outbox (
+    rel   oid NOT NULL,
+    pos   bigint NOT NULL,
+    op    text NOT NULL,
+    key   text,
+    "row" text
+) WITH (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 10000,
+        autovacuum_vacuum_insert_scale_factor = 0, autovacuum_vacuum_insert_threshold = 10000);
+COMMENT ON TABLE cachesync.changes_outbox IS 'committed changes of tables registered with changes => true, not yet appended to their change stream';
+COMMENT ON COLUMN cachesync.changes_outbox.pos IS 'commit-ordered per key (drawn from the version clock under the key''s lock); duplicates in the stream carry the same pos';
+COMMENT ON COLUMN cachesync.changes_outbox.op IS 'insert, update, delete or truncate';
+COMMENT ON COLUMN cachesync.changes_outbox.key IS 'the Redis key of the row; NULL for truncate';
+COMMENT ON COLUMN cachesync.changes_outbox."row" IS 'the new row as the table''s JSON (cached columns); NULL for delete and truncate';
+REVOKE ALL ON cachesync.changes_outbox FROM PUBLIC;

@@ -33,6 +33,7 @@ extern int	cachesync_batch_size;
 extern bool cachesync_enabled;
 extern int	cachesync_max_transaction_changes;
 extern int	cachesync_tombstone_ttl;
+extern int	cachesync_changes_maxlen;
 
 extern void cachesync_define_gucs(void);
 

@@ -51,6 +51,7 @@
 
 #include "cachesync.h"
 #include "capture.h"
+#include "events.h"
 #include "keys.h"
 #include "queue.h"
 #include "redis.h"
@@ -88,6 +89,14 @@ typedef struct CsKeyEntry
 	int64		ttl_ms;
 } CsKeyEntry;
 
+/* An invalidation message to publish after commit (notify tables). */
+typedef struct CsNotify
+{
+	Oid			relid;
+	char	   *channel;		/* the table's channel, named at pre-commit */
+	char	   *key;
+} CsNotify;
+
 /* A TRUNCATE in the current transaction. */
 typedef struct CsTruncate
 {
@@ -109,10 +118,12 @@ static MemoryContext xact_spill_cxt = NULL;
 /* set at pre-commit for the commit and abort callbacks */
 static List *xact_pushed = NIL;		/* keys whose values were pushed */
 static List *xact_invalidate = NIL;	/* write_around keys to delete */
+static List *xact_notify = NIL; /* CsNotify to publish after commit */
 static uint64 xact_version = 0;
 static bool xact_publishing = false;
 static bool xact_push_failed = false;
 static bool xact_queued = false;
+static bool xact_changes = false;	/* wrote change outbox entries */
 
 static bool callbacks_registered = false;
 
@@ -148,9 +159,11 @@ xact_reset(void)
 	xact_spill_cxt = NULL;
 	xact_pushed = NIL;
 	xact_invalidate = NIL;
+	xact_notify = NIL;
 	xact_version = 0;
 	xact_push_failed = false;
 	xact_queued = false;
+	xact_changes = false;
 }
 
 /* Returns true when the current transaction has cache work. */
@@ -666,6 +679,59 @@ push_failed(const char *error)
 }
 
 /*
+ * Returns the invalidation messages of the entries of notify tables, their
+ * channels named now (after commit the catalogs are out of reach).
+ */
+static List *
+collect_notify(List *entries)
+{
+	List	   *out = NIL;
+	Oid			last = InvalidOid;
+	char	   *channel = NULL;
+	ListCell   *lc;
+
+	foreach(lc, entries)
+	{
+		CsKeyEntry *e = lfirst(lc);
+		CsTable    *t = cs_registry_lookup(e->relid);
+		CsNotify   *n;
+
+		if (t == NULL || !t->notify)
+			continue;
+		if (e->relid != last)
+			channel = cs_invalidate_channel(e->relid);
+		last = e->relid;
+		n = palloc(sizeof(CsNotify));
+		n->relid = e->relid;
+		n->channel = channel;
+		n->key = e->key;
+		out = lappend(out, n);
+	}
+	return out;
+}
+
+/* Appends the invalidation messages to p. */
+static void
+append_notify(CsPipeline *p, List *notify)
+{
+	ListCell   *lc;
+
+	foreach(lc, notify)
+		cs_notify_append(p, ((CsNotify *) lfirst(lc))->channel,
+						 ((CsNotify *) lfirst(lc))->key);
+}
+
+/* Adds two messages per entry to stat of each entry's table. */
+static void
+count_notify(List *notify, CsStat stat)
+{
+	ListCell   *lc;
+
+	foreach(lc, notify)
+		cs_stats_add(((CsNotify *) lfirst(lc))->relid, stat, 2);
+}
+
+/*
  * Pre-commit: queue async keys and TRUNCATEs, push write_through values and
  * intents, remember write_around keys for after the commit.
  */
@@ -707,6 +773,7 @@ pre_commit(bool prepare)
 	if (through != NIL || around != NIL)
 	{
 		bool		pushed = false;
+		List	   *notify = collect_notify(list_concat_copy(through, around));
 
 		/* after a failure moments ago, queue at once rather than wait again */
 		if (cachesync_on_redis_error == CS_ON_ERROR_ERROR || !cs_redis_known_down())
@@ -721,7 +788,10 @@ pre_commit(bool prepare)
 			}
 		}
 		if (pushed)
+		{
 			count_entries(through, CS_STAT_PUSHED);
+			xact_notify = notify;
+		}
 		else
 		{
 			foreach(lc, list_concat_copy(through, around))
@@ -755,18 +825,32 @@ post_commit(void)
 	uint64		version;
 	const char *error;
 
-	if (xact_invalidate == NIL)
+	if (xact_invalidate == NIL && xact_notify == NIL)
 		return;
 	p = cs_pipeline_create();
+	if (xact_invalidate == NIL)
+	{
+		/* write_through only: the values are in; do not wait for PUBLISH */
+		append_notify(p, xact_notify);
+		count_notify(xact_notify, cs_redis_send_unread(p)
+					 ? CS_STAT_PUBLISHED : CS_STAT_PUBLISH_LOST);
+		return;
+	}
 	version = cs_version_next();
 	foreach(lc, xact_invalidate)
 		cs_append_fenced_write(p, ((CsKeyEntry *) lfirst(lc))->key, NULL,
 							   CS_FORMAT_JSON, 0, version);
+	/* after the deletes: a near cache that reloads at once misses */
+	append_notify(p, xact_notify);
 	if (cs_redis_try_run(p, &replies) && cs_replies_ok(replies, p->ncommands, &error))
+	{
 		count_entries(xact_invalidate, CS_STAT_INVALIDATED);
+		count_notify(xact_notify, CS_STAT_PUBLISHED);
+	}
 	else
 	{
 		count_failure(xact_invalidate, cs_redis_last_error());
+		count_notify(xact_notify, CS_STAT_PUBLISH_LOST);
 		cs_request_heal();
 	}
 }
@@ -809,6 +893,8 @@ xact_callback(XactEvent event, void *arg)
 			xact_publishing = false;
 			if (xact_queued)
 				cs_wake_worker();
+			else if (xact_changes)
+				cs_changes_committed();
 			xact_reset();
 			break;
 		case XACT_EVENT_ABORT:
@@ -921,7 +1007,19 @@ capture_row(CsTable *t, HeapTuple oldtup, HeapTuple newtup, TupleDesc desc)
 		if (cs_row_cached_equal(t, oldtup, newtup, desc))
 			return;				/* no cached column changed */
 		oldkey = NULL;
+		if (t->changes)
+			cs_changes_record(t, "update", newkey, newtup, desc);
 	}
+	else if (t->changes)
+	{
+		/* a key change is the old key's delete and the new key's insert */
+		if (oldkey)
+			cs_changes_record(t, "delete", oldkey, NULL, desc);
+		if (newkey)
+			cs_changes_record(t, "insert", newkey, newtup, desc);
+	}
+	if (t->changes)
+		xact_changes = true;	/* wake the worker at commit */
 	if (oldkey)
 		record_change(t, oldkey, NULL);
 	if (newkey)
@@ -1003,6 +1101,11 @@ cachesync_capture_truncate(PG_FUNCTION_ARGS)
 	if (t == NULL)
 		return PointerGetDatum(NULL);
 	forget_table_keys(t);
+	if (t->changes)
+	{
+		cs_changes_record(t, "truncate", NULL, NULL, NULL);
+		xact_changes = true;
+	}
 	old = MemoryContextSwitchTo(TopTransactionContext);
 	tr = palloc(sizeof(CsTruncate));
 	tr->relid = t->relid;

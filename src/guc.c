@@ -35,6 +35,7 @@ int			cachesync_batch_size = 1000;
 bool		cachesync_enabled = true;
 int			cachesync_max_transaction_changes = 10000;
 int			cachesync_tombstone_ttl = 600000;
+int			cachesync_changes_maxlen = 100000;
 
 static const struct config_enum_entry on_redis_error_options[] = {
 	{"queue", CS_ON_ERROR_QUEUE, false},
@@ -172,6 +173,11 @@ cachesync_define_gucs(void)
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 
 	define_read_gucs();
+	DefineCustomIntVariable("cachesync.changes_maxlen",
+							"About how many entries a table's change stream keeps.",
+							"The worker appends with XADD MAXLEN ~ this value: Redis trims the oldest entries in whole nodes, so a stream may hold somewhat more. Consumers that fall further behind miss entries.",
+							&cachesync_changes_maxlen, 100000, 1, INT_MAX,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("cachesync");
 }

@@ -219,3 +219,32 @@ cs_wb_guard_key(const char *key)
 
 	return psprintf("%.*s%swbid:%s", (int) glen, key, CS_INTERNAL_PREFIX, key + glen);
 }
+
+/*
+ * Returns the invalidation channel of relid:
+ * <cachesync.key_prefix>__cachesync:invalidate:<schema>.<table>, names as
+ * stored (unquoted).  Reads the catalogs: call it inside a transaction.
+ */
+char *
+cs_invalidate_channel(Oid relid)
+{
+	char	   *nsp = get_namespace_name(get_rel_namespace(relid));
+	char	   *rel = get_rel_name(relid);
+
+	return psprintf("%s%sinvalidate:%s.%s", cachesync_key_prefix, CS_INTERNAL_PREFIX,
+					nsp ? nsp : "", rel ? rel : "");
+}
+
+/* Returns the invalidation channel of every table. */
+char *
+cs_invalidate_all_channel(void)
+{
+	return psprintf("%s%sinvalidate", cachesync_key_prefix, CS_INTERNAL_PREFIX);
+}
+
+/* Returns the change stream of a table: <prefix><table prefix>__changes. */
+char *
+cs_changes_stream(const CsTable *t)
+{
+	return psprintf("%s%s__changes", cachesync_key_prefix, t->key_prefix);
+}

@@ -27,6 +27,9 @@ extern char *cs_intent_key(uint64 generation, int slot);
 extern char *cs_wb_meta_key(void);
 extern char *cs_wb_stream(const CsTable *t, bool dlq);
 extern char *cs_wb_guard_key(const char *key);
+extern char *cs_invalidate_channel(Oid relid);
+extern char *cs_invalidate_all_channel(void);
+extern char *cs_changes_stream(const CsTable *t);
 extern HTAB *cs_keyset_create(const char *name, long nelem, Size entrysize,
 							   MemoryContext cxt);
 extern char **cs_key_values_from_array(const CsTable *t, ArrayType *arr);

@@ -45,11 +45,11 @@ cs_queue_batch_add(CsQueueBatch *b, Oid relid, const char *key)
 	b->n++;
 }
 
-/* Opens cachesync.queue. */
+/* Opens cachesync.<name>. */
 static Relation
-open_queue(void)
+open_own_table(const char *name)
 {
-	return table_open(get_relname_relid("queue", get_namespace_oid("cachesync", false)),
+	return table_open(get_relname_relid(name, get_namespace_oid("cachesync", false)),
 					  RowExclusiveLock);
 }
 
@@ -66,7 +66,7 @@ cs_queue_insert(CsQueueBatch *b)
 
 	if (b->n == 0)
 		return;
-	rel = open_queue();
+	rel = open_own_table("queue");
 	for (int i = 0; i < b->n; i++)
 	{
 		Datum		values[3];
@@ -86,21 +86,22 @@ cs_queue_insert(CsQueueBatch *b)
 }
 
 /*
- * Deletes the queue entries at the given ctids (the worker, once it has
- * shipped them).  Deleting tuple by tuple rather than with
- * DELETE ... WHERE ctid = ANY($1): for a long array the planner prefers a
- * sequential scan of the whole queue, which made every batch cost as much
- * as the backlog.  Only the worker deletes queue entries and nobody updates
- * them, so simple_heap_delete cannot meet a concurrent change.
+ * Deletes the rows at the given ctids from cachesync.<table> (the queue or
+ * the change outbox: the worker, once it has shipped them).  Tuple by
+ * tuple rather than with DELETE ... WHERE ctid = ANY($1): for a long array
+ * the planner prefers a sequential scan of the whole table, which made
+ * every batch cost as much as the backlog.  Only the worker deletes these
+ * rows and nobody updates them, so simple_heap_delete cannot meet a
+ * concurrent change.
  */
 void
-cs_queue_delete(ItemPointerData *tids, int n)
+cs_delete_tids(const char *table, ItemPointerData *tids, int n)
 {
 	Relation	rel;
 
 	if (n == 0)
 		return;
-	rel = open_queue();
+	rel = open_own_table(table);
 	for (int i = 0; i < n; i++)
 		simple_heap_delete(rel, &tids[i]);
 	table_close(rel, NoLock);

@@ -23,6 +23,6 @@ typedef struct CsQueueBatch
 
 extern void cs_queue_batch_add(CsQueueBatch *b, Oid relid, const char *key);
 extern void cs_queue_insert(CsQueueBatch *b);
-extern void cs_queue_delete(ItemPointerData *tids, int n);
+extern void cs_delete_tids(const char *table, ItemPointerData *tids, int n);
 
 #endif							/* CACHESYNC_QUEUE_H */

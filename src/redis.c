@@ -76,6 +76,16 @@ static int	cs_block_ms = 0;
 /* a hiredis reply being copied, freed by the PG_CATCH if palloc throws */
 static void *cs_pending_reply = NULL;
 
+/*
+ * Replies to commands sent by cs_redis_send_unread() that nobody read yet.
+ * They arrive first on the socket, so the next call reads and drops them
+ * before it sends anything.
+ */
+static int	cs_unread = 0;
+
+/* unread replies a connection may owe before a send waits for them */
+#define CS_MAX_UNREAD 10000
+
 /* Returns true when host names a Unix socket path. */
 static bool
 host_is_socket(const char *host)
@@ -130,6 +140,7 @@ cs_redis_disconnect(void)
 	if (cs_ctx != NULL)
 		redisFree(cs_ctx);
 	cs_ctx = NULL;
+	cs_unread = 0;
 }
 
 /* Returns true when s1 and s2 hold the same text (NULL counts as ""). */
@@ -301,7 +312,10 @@ copy_reply(const redisReply *r)
 	return c;
 }
 
-/* Reads n replies into out[].  Returns false on failure. */
+/*
+ * Reads n replies into out[], or drops them when out is NULL.  Returns
+ * false on failure.
+ */
 static bool
 read_replies(int n, CsReply **out)
 {
@@ -319,7 +333,8 @@ read_replies(int n, CsReply **out)
 			if (r != NULL)
 			{
 				cs_pending_reply = r;
-				out[i] = copy_reply((redisReply *) r);
+				if (out != NULL)
+					out[i] = copy_reply((redisReply *) r);
 				cs_pending_reply = NULL;
 				freeReplyObject(r);
 				break;
@@ -444,6 +459,10 @@ ensure_connected(void)
 {
 	bool		lib_ok = false;
 
+	/* the replies still owed come first; a connection that lost them is dropped */
+	if (cs_ctx != NULL && cs_unread > 0 && !read_replies(cs_unread, NULL))
+		cs_redis_disconnect();
+	cs_unread = 0;
 	if (cs_ctx != NULL && (!params_unchanged() || connection_is_stale()))
 		cs_redis_disconnect();
 	if (cs_ctx != NULL)
@@ -518,6 +537,51 @@ cs_redis_try_run_blocking(CsPipeline *p, CsReply ***replies, int block_ms)
 	}
 	PG_END_TRY();
 	return ok;
+}
+
+/*
+ * Sends every command of the pipeline without waiting for the replies:
+ * the next call on this connection reads and drops them first (their
+ * content is lost, errors included).  For fire-and-forget commands after
+ * commit, such as PUBLISH, whose latency would otherwise be the writer's.
+ * Only an open connection is used (no connect wait); returns false when
+ * there is none or the send fails.  Throws only for interrupts (held in
+ * commit callbacks) and out-of-memory, dropping the connection first.
+ */
+bool
+cs_redis_send_unread(CsPipeline *p)
+{
+	bool		ok = false;
+
+	cs_failure = CS_FAIL_NONE;
+	cs_errbuf[0] = '\0';
+	if (cs_ctx == NULL)
+		return set_failure(CS_FAIL_CONNECT, "not connected");
+	PG_TRY();
+	{
+		/* bound what Redis and the socket hold for us */
+		if (cs_unread + p->ncommands > CS_MAX_UNREAD)
+			ok = ensure_connected() && cs_ctx != NULL;
+		else
+			ok = true;
+		ok = ok && send_all(p->buf.data, p->buf.len);
+	}
+	PG_CATCH();
+	{
+		if (cs_pending_reply != NULL)
+			freeReplyObject(cs_pending_reply);
+		cs_pending_reply = NULL;
+		cs_redis_disconnect();
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	if (!ok)
+	{
+		cs_redis_disconnect();
+		return false;
+	}
+	cs_unread += p->ncommands;
+	return true;
 }
 
 /* Raises the ERROR that describes the last failure. */

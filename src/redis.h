@@ -56,6 +56,7 @@ extern void cs_pipeline_append_strs(CsPipeline *p, int argc,
 extern bool cs_redis_try_run(CsPipeline *p, CsReply ***replies);
 extern bool cs_redis_try_run_blocking(CsPipeline *p, CsReply ***replies,
 									  int block_ms);
+extern bool cs_redis_send_unread(CsPipeline *p);
 extern CsReply **cs_redis_run(CsPipeline *p);
 extern CsReply *cs_redis_command(int argc, const char *const *argv,
 								 const size_t *argvlen);

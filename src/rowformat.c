@@ -135,6 +135,13 @@ row_json(CsTable *t, CsRowFormat *f, HeapTuple tuple, TupleDesc desc)
 	return DatumGetTextPP(DirectFunctionCall1(row_to_json, row));
 }
 
+/* Returns row_to_json of the row's cached columns, whatever the format. */
+text *
+cs_row_json(CsTable *t, HeapTuple tuple, TupleDesc desc)
+{
+	return row_json(t, row_format(t, desc), tuple, desc);
+}
+
 /* Returns the cached value of the row as FCALL arguments. */
 CsValue *
 cs_row_value(CsTable *t, HeapTuple tuple, TupleDesc desc)

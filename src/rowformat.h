@@ -29,6 +29,7 @@ typedef struct CsValue
 
 extern char *cs_row_key(CsTable *t, HeapTuple tuple, TupleDesc desc);
 extern CsValue *cs_row_value(CsTable *t, HeapTuple tuple, TupleDesc desc);
+extern text *cs_row_json(CsTable *t, HeapTuple tuple, TupleDesc desc);
 extern bool cs_row_cached_equal(CsTable *t, HeapTuple a, HeapTuple b,
 								TupleDesc desc);
 extern char **cs_key_parse(CsTable *t, const char *key, size_t len);

@@ -134,6 +134,7 @@ cs_stats_error(Oid relid, const char *message)
  *		invalidated bigint, errors bigint, hits bigint, misses bigint,
  *		wb_applied bigint, wb_dead_lettered bigint, queued bigint,
  *		wb_pending bigint, wb_oldest_ms bigint,
+ *		published bigint, publish_lost bigint, changes_appended bigint,
  *		last_error text, last_error_at timestamptz)
  */
 Datum

@@ -21,6 +21,9 @@ typedef enum CsStat
 	CS_STAT_QUEUED,
 	CS_STAT_WB_PENDING,			/* gauge: write-back entries not yet applied */
 	CS_STAT_WB_OLDEST_MS,		/* gauge: Unix ms of the oldest of them, 0: none */
+	CS_STAT_PUBLISHED,			/* invalidation messages published */
+	CS_STAT_PUBLISH_LOST,		/* invalidation messages lost to a Redis failure */
+	CS_STAT_CHANGES,			/* change stream entries appended */
 	CS_NUM_STATS
 } CsStat;
 

@@ -47,6 +47,7 @@
 #include "storage/itemptr.h"
 
 #include "cachesync.h"
+#include "events.h"
 #include "hotkeys.h"
 #include "keys.h"
 #include "keyspace.h"
@@ -229,6 +230,7 @@ static CsWork
 ship_batch(void)
 {
 	List	   *tables = NIL;
+	ListCell   *lc;
 	ItemPointerData *tids;
 	uint64		n = read_batch();
 
@@ -259,8 +261,24 @@ ship_batch(void)
 		return redis_failed("shipping the queue");
 	}
 	redis_ok();
-	cs_queue_delete(tids, n);
+	foreach(lc, tables)
+		cs_notify_keys(((TableKeys *) lfirst(lc))->relid, ((TableKeys *) lfirst(lc))->keys,
+					   ((TableKeys *) lfirst(lc))->truncated);
+	cs_delete_tids("queue", tids, n);
 	return CS_WORK_DONE;
+}
+
+/* Ships one batch of the change outbox (events.c).  In a transaction. */
+static CsWork
+ship_changes(void)
+{
+	int			r = cs_changes_ship();
+
+	if (r < 0)
+		return redis_failed("appending to change streams");
+	if (r > 0)
+		redis_ok();
+	return r > 0 ? CS_WORK_DONE : CS_WORK_IDLE;
 }
 
 /* Returns true when the intent set key belongs to an earlier generation. */
@@ -563,6 +581,13 @@ round_of_work(void)
 		}
 		s = in_transaction(ship_batch, "shipping the queue");
 	} while (s == CS_WORK_DONE);
+	if (s == CS_WORK_REDIS_DOWN)
+		return s;
+	do
+	{
+		CHECK_FOR_INTERRUPTS();
+		s = in_transaction(ship_changes, "shipping change streams");
+	} while (s == CS_WORK_DONE);
 	return s;
 }
 
@@ -624,6 +649,9 @@ cachesync_worker_main(Datum arg)
 		{
 			backoff = 100;
 			wait = (w == CS_WORK_DONE) ? 0 : CS_IDLE_WAIT_MS;
+			/* while change entries flow, poll for them (events.c) */
+			if (wait > 0 && cs_changes_flowing())
+				wait = cs_changes_poll_ms();
 		}
 		if (wait > 0)
 			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
