@@ -72,6 +72,13 @@ static char cs_server[MAXPGPATH + 16];
 
 /* extra wait for the first reply of a blocking command (XREADGROUP BLOCK) */
 static int	cs_block_ms = 0;
+/*
+ * The id of the pipeline partly sent by cs_pipeline_flush() whose replies
+ * are still unread (0: none).  Any other use of the connection first drops
+ * it, replies and all.
+ */
+static uint64 cs_inflight = 0;
+static uint64 cs_last_pipeline_id = 0;
 
 /* a hiredis reply being copied, freed by the PG_CATCH if palloc throws */
 static void *cs_pending_reply = NULL;
@@ -141,6 +148,7 @@ cs_redis_disconnect(void)
 		redisFree(cs_ctx);
 	cs_ctx = NULL;
 	cs_unread = 0;
+	cs_inflight = 0;
 }
 
 /* Returns true when s1 and s2 hold the same text (NULL counts as ""). */
@@ -488,15 +496,27 @@ cs_redis_try_run(CsPipeline *p, CsReply ***replies)
 	CsReply   **out = palloc0(sizeof(CsReply *) * Max(p->ncommands, 1));
 	bool		ok = false;
 
+	if (p->failed)
+	{
+		pfree(out);
+		return false;			/* a flush failed and said why */
+	}
 	cs_failure = CS_FAIL_NONE;
 	cs_errbuf[0] = '\0';
+	if (cs_inflight != 0 && cs_inflight != p->id)
+		cs_redis_disconnect();	/* another pipeline's replies are unread */
 	PG_TRY();
 	{
-		ok = ensure_connected() &&
-			roundtrip(p->buf.data, p->buf.len, p->ncommands, out);
+		/* after a flush, only the connection that got the first part will do */
+		if (p->sent > 0 && cs_inflight != p->id)
+			ok = set_failure(CS_FAIL_IO, "the connection was lost while sending commands");
+		else
+			ok = (p->sent > 0 || ensure_connected()) &&
+				roundtrip(p->buf.data + p->sent, p->buf.len - p->sent, p->ncommands, out);
 	}
 	PG_CATCH();
 	{
+		cs_inflight = 0;
 		if (cs_pending_reply != NULL)
 			freeReplyObject(cs_pending_reply);
 		cs_pending_reply = NULL;
@@ -504,6 +524,7 @@ cs_redis_try_run(CsPipeline *p, CsReply ***replies)
 		PG_RE_THROW();
 	}
 	PG_END_TRY();
+	cs_inflight = 0;
 
 	if (!ok)
 	{
@@ -582,6 +603,49 @@ cs_redis_send_unread(CsPipeline *p)
 	}
 	cs_unread += p->ncommands;
 	return true;
+}
+
+/*
+ * Sends what the pipeline holds so far without reading replies, so that
+ * Redis works on the first commands while the caller builds the rest; the
+ * final cs_redis_try_run() sends the remainder and reads every reply.  Only
+ * one pipeline may be in flight: no other command may run on the
+ * connection before that run.  A failure is remembered in the pipeline and
+ * reported by the run; it never throws except for interrupts.
+ */
+void
+cs_pipeline_flush(CsPipeline *p)
+{
+	bool		ok;
+
+	if (p->failed || p->buf.len == p->sent)
+		return;
+	if (cs_inflight != 0 && cs_inflight != p->id)
+		cs_redis_disconnect();	/* another pipeline's replies are unread */
+	cs_failure = CS_FAIL_NONE;
+	cs_errbuf[0] = '\0';
+	PG_TRY();
+	{
+		if (p->sent > 0 && cs_inflight != p->id)
+			ok = set_failure(CS_FAIL_IO, "the connection was lost while sending commands");
+		else
+			ok = (p->sent > 0 || ensure_connected()) &&
+				send_all(p->buf.data + p->sent, p->buf.len - p->sent);
+	}
+	PG_CATCH();
+	{
+		cs_redis_disconnect();
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	if (!ok)
+	{
+		cs_redis_disconnect();
+		p->failed = true;
+		return;
+	}
+	cs_inflight = p->id;
+	p->sent = p->buf.len;
 }
 
 /* Raises the ERROR that describes the last failure. */
@@ -674,6 +738,9 @@ cs_pipeline_create(void)
 
 	initStringInfo(&p->buf);
 	p->ncommands = 0;
+	p->sent = 0;
+	p->failed = false;
+	p->id = ++cs_last_pipeline_id;
 	return p;
 }
 
@@ -683,6 +750,8 @@ cs_pipeline_reset(CsPipeline *p)
 {
 	resetStringInfo(&p->buf);
 	p->ncommands = 0;
+	p->sent = 0;
+	p->failed = false;
 }
 
 /*

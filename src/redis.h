@@ -44,6 +44,9 @@ typedef struct CsPipeline
 {
 	StringInfoData buf;
 	int			ncommands;
+	int			sent;			/* bytes of buf already sent (cs_pipeline_flush) */
+	bool		failed;			/* a flush failed: the run fails too */
+	uint64		id;				/* tells pipelines apart (redis.c) */
 } CsPipeline;
 
 extern CsPipeline *cs_pipeline_create(void);
@@ -53,6 +56,7 @@ extern void cs_pipeline_append(CsPipeline *p, int argc,
 extern void cs_pipeline_append_strs(CsPipeline *p, int argc,
 									const char *const *argv);
 
+extern void cs_pipeline_flush(CsPipeline *p);
 extern bool cs_redis_try_run(CsPipeline *p, CsReply ***replies);
 extern bool cs_redis_try_run_blocking(CsPipeline *p, CsReply ***replies,
 									  int block_ms);

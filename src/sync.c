@@ -121,6 +121,9 @@ run_fresh(CsTable *t, const char *query, int nargs, Oid *types, Datum *args)
 	run_snapshot(t, query, nargs, types, args, true);
 }
 
+/* rows formatted between two sends of a pipeline (cs_pipeline_flush) */
+#define CS_FLUSH_ROWS 256
+
 /*
  * Appends a fenced put of every row in SPI_tuptable (whole-row values of
  * t in column 1) to p (if not NULL), remembering their keys in found (if
@@ -154,6 +157,13 @@ append_rows_each(CsTable *t, CsPipeline *p, uint64 version, HTAB *found,
 			hash_search(found, &key, HASH_ENTER, NULL);
 		if (each)
 			each(key, value, arg);
+		/*
+		 * Populators (no callback) let Redis work on the first rows while
+		 * the next ones are formatted; read-through stores only after its
+		 * caller's checks.
+		 */
+		if (p && !each && (r + 1) % CS_FLUSH_ROWS == 0)
+			cs_pipeline_flush(p);
 	}
 	relation_close(rel, AccessShareLock);
 	return key;
