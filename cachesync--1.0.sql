@@ -162,7 +162,9 @@ CREATE FUNCTION cachesync._table_stats(
     OUT wb_dead_lettered bigint,
     OUT queued bigint,
     OUT last_error text,
-    OUT last_error_at timestamptz)
+    OUT last_error_at timestamptz,
+    OUT last_reload_at timestamptz,
+    OUT last_validation_id bigint)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'cachesync_table_stats'
 LANGUAGE C VOLATILE;
@@ -182,8 +184,8 @@ SELECT r.rel,
        coalesce(s.errors, 0) AS errors,
        s.last_error,
        s.last_error_at,
-       NULL::timestamptz AS last_reload_at,
-       NULL::bigint AS last_validation_id,
+       s.last_reload_at,
+       s.last_validation_id,
        coalesce(s.queued, 0) AS queued
 FROM cachesync.registrations r
 LEFT JOIN cachesync._table_stats() s ON s.relid = r.rel::oid
@@ -260,3 +262,102 @@ REVOKE ALL ON FUNCTION cachesync.prefill(regclass, text[]) FROM PUBLIC;
 REVOKE ALL ON FUNCTION cachesync.reload(regclass) FROM PUBLIC;
 REVOKE ALL ON FUNCTION cachesync._table_stats() FROM PUBLIC;
 REVOKE ALL ON FUNCTION cachesync.forget_dropped_tables() FROM PUBLIC;
+
+-- ==== reload, validate, advise ====
+
+--
+-- Validation jobs: one row per cachesync.validate() call.  Not dumped: a
+-- job's outcome describes one Redis at one moment.
+--
+CREATE TABLE cachesync.validation_jobs (
+    id           bigserial PRIMARY KEY,
+    rel          regclass,
+    repair       boolean NOT NULL,
+    state        text NOT NULL DEFAULT 'queued'
+                 CHECK (state IN ('queued', 'running', 'done', 'failed', 'cancelled')),
+    rows_checked bigint NOT NULL DEFAULT 0,
+    missing      bigint NOT NULL DEFAULT 0,
+    stale        bigint NOT NULL DEFAULT 0,
+    orphaned     bigint NOT NULL DEFAULT 0,
+    repaired     bigint NOT NULL DEFAULT 0,
+    requested_at timestamptz NOT NULL DEFAULT now(),
+    started_at   timestamptz,
+    finished_at  timestamptz,
+    examples     jsonb NOT NULL DEFAULT '{}',
+    error        text,
+    generation   bigint NOT NULL,
+    pid          integer
+);
+COMMENT ON TABLE cachesync.validation_jobs IS 'validation jobs started by cachesync.validate(); read them through cachesync.validations';
+COMMENT ON COLUMN cachesync.validation_jobs.rel IS 'the table validated; NULL: every registered table, in one job';
+COMMENT ON COLUMN cachesync.validation_jobs.generation IS 'the server run that owns the job: a job of an earlier run was interrupted';
+COMMENT ON COLUMN cachesync.validation_jobs.pid IS 'the job''s background worker';
+REVOKE ALL ON cachesync.validation_jobs FROM PUBLIC;
+
+CREATE FUNCTION cachesync._job_alive(generation bigint, pid integer)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'cachesync_job_alive'
+LANGUAGE C VOLATILE;
+
+CREATE VIEW cachesync.validations AS
+SELECT j.id,
+       j.rel,
+       CASE WHEN j.state IN ('queued', 'running') AND NOT cachesync._job_alive(j.generation, j.pid)
+            THEN 'failed' ELSE j.state END AS state,
+       j.rows_checked,
+       j.missing,
+       j.stale,
+       j.orphaned,
+       j.repaired,
+       j.started_at,
+       j.finished_at,
+       j.examples,
+       CASE WHEN j.state IN ('queued', 'running') AND NOT cachesync._job_alive(j.generation, j.pid)
+            THEN 'interrupted: its worker exited (server restart, crash or termination)'
+            ELSE j.error END AS error
+FROM cachesync.validation_jobs j;
+COMMENT ON VIEW cachesync.validations IS 'validation jobs: state, rows checked, drift found (missing, stale, orphaned) and repaired, example keys';
+REVOKE ALL ON cachesync.validations FROM PUBLIC;
+
+CREATE FUNCTION cachesync.validate(rel regclass DEFAULT NULL, repair boolean DEFAULT false)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'cachesync_validate'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION cachesync.validate(regclass, boolean) IS 'starts a background job comparing a table''s rows (or every registered table''s) with Redis, optionally repairing the drift; returns the job id';
+
+CREATE FUNCTION cachesync._wait_job(id bigint, timeout interval)
+RETURNS void
+AS 'MODULE_PATHNAME', 'cachesync_wait_job'
+LANGUAGE C VOLATILE STRICT;
+
+CREATE FUNCTION cachesync.wait_validation(id bigint, timeout interval DEFAULT '5 min')
+RETURNS cachesync.validations
+LANGUAGE sql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT cachesync._wait_job(id, timeout);
+    SELECT * FROM cachesync.validations v WHERE v.id = wait_validation.id;
+$$;
+COMMENT ON FUNCTION cachesync.wait_validation(bigint, interval) IS 'waits until a validation job ends and returns its row';
+
+CREATE FUNCTION cachesync.cancel_validation(id bigint)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM cachesync.validation_jobs j WHERE j.id = cancel_validation.id) THEN
+        RAISE EXCEPTION 'validation job % does not exist', id USING ERRCODE = 'undefined_object';
+    END IF;
+    UPDATE cachesync.validation_jobs j SET state = 'cancelled', finished_at = now()
+     WHERE j.id = cancel_validation.id AND j.state IN ('queued', 'running');
+    RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION cachesync.cancel_validation(bigint) IS 'stops a queued or running validation job (it stops after its current page); false when it had already ended';
+
+REVOKE ALL ON FUNCTION cachesync._job_alive(bigint, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION cachesync.validate(regclass, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION cachesync._wait_job(bigint, interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION cachesync.wait_validation(bigint, interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION cachesync.cancel_validation(bigint) FROM PUBLIC;

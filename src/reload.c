@@ -39,6 +39,7 @@ reload_table(CsTable *t)
 		cs_redis_raise_failure();
 	cs_stats_add(t->relid, CS_STAT_PUSHED, r.pushed);
 	cs_stats_add(t->relid, CS_STAT_INVALIDATED, orphans.removed);
+	cs_stats_reloaded(t->relid);
 	ereport(NOTICE,
 			(errmsg("reloaded " INT64_FORMAT " rows of \"%s\"; removed " INT64_FORMAT " keys without a row",
 					r.pushed, get_rel_name(t->relid), orphans.removed)));

@@ -146,21 +146,13 @@ send_writes(CsPipeline *p)
 }
 
 
-/* The user and search_path to restore after reading as a table's owner. */
-typedef struct CsAsOwner
-{
-	Oid			userid;
-	int			sec;
-	int			nest;
-} CsAsOwner;
-
 /*
  * Becomes relid's owner in a restricted operation with a pinned search_path:
  * the worker runs as a superuser, and no user-defined function it calls
  * while reading (a type's output function, say) may act with that power.
  */
-static void
-become_owner(Oid relid, CsAsOwner *save)
+void
+cs_become_owner(Oid relid, CsAsOwner *save)
 {
 	GetUserIdAndSecContext(&save->userid, &save->sec);
 	SetUserIdAndSecContext(cs_rel_owner(relid),
@@ -169,9 +161,9 @@ become_owner(Oid relid, CsAsOwner *save)
 	save->nest = cs_pin_search_path();
 }
 
-/* Undoes become_owner(). */
-static void
-stop_being_owner(CsAsOwner *save)
+/* Undoes cs_become_owner(). */
+void
+cs_stop_being_owner(CsAsOwner *save)
 {
 	cs_unpin_search_path(save->nest);
 	SetUserIdAndSecContext(save->userid, save->sec);
@@ -207,14 +199,14 @@ fetch_guarded(CsTable *t, Datum *arrays, int m, uint64 version, CsFetch *f)
 	{
 		CsAsOwner	save;
 
-		become_owner(t->relid, &save);
+		cs_become_owner(t->relid, &save);
 		run_fresh(t, fetch_query(t), t->nkeys, types, arrays);
 		f->p = cs_pipeline_create();
 		f->found = cs_keyset_create("cachesync found keys", m, sizeof(char *), cxt);
 		append_rows(t, f->p, version, f->found);
 		f->rows = SPI_processed;
 		SPI_freetuptable(SPI_tuptable);
-		stop_being_owner(&save);
+		cs_stop_being_owner(&save);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
@@ -411,13 +403,13 @@ cs_sync_table(CsTable *t, CsSyncResult *result)
 		CHECK_FOR_INTERRUPTS();
 		old = MemoryContextSwitchTo(page_cxt);
 		version = cs_version_for_read();
-		become_owner(t->relid, &save);
+		cs_become_owner(t->relid, &save);
 		run_fresh(t, started ? next : first, started ? t->nkeys : 0, types, args);
 		more = (SPI_processed == (uint64) cachesync_batch_size);
 		p = cs_pipeline_create();
 		last = append_rows(t, p, version, NULL);
 		result->pushed += SPI_processed;
-		stop_being_owner(&save);
+		cs_stop_being_owner(&save);
 		if (p->ncommands > 0 && !send_writes(p))
 		{
 			MemoryContextSwitchTo(old);

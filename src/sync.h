@@ -18,6 +18,16 @@ typedef struct CsSyncResult
 	int64		removed;		/* keys whose row is gone */
 } CsSyncResult;
 
+/* The user and search_path to restore after reading as a table's owner. */
+typedef struct CsAsOwner
+{
+	Oid			userid;
+	int			sec;
+	int			nest;
+} CsAsOwner;
+
+extern void cs_become_owner(Oid relid, CsAsOwner *save);
+extern void cs_stop_being_owner(CsAsOwner *save);
 extern bool cs_sync_keys(CsTable *t, List *keys, uint64 version, CsSyncResult *result);
 extern bool cs_sync_prefix(CsTable *t, uint64 version, CsSyncResult *result);
 extern bool cs_sync_table(CsTable *t, CsSyncResult *result);
