@@ -361,3 +361,99 @@ REVOKE ALL ON FUNCTION cachesync.validate(regclass, boolean) FROM PUBLIC;
 REVOKE ALL ON FUNCTION cachesync._wait_job(bigint, interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION cachesync.wait_validation(bigint, interval) FROM PUBLIC;
 REVOKE ALL ON FUNCTION cachesync.cancel_validation(bigint) FROM PUBLIC;
+
+--
+-- advise(): does the cache still pay?
+--
+CREATE FUNCTION cachesync._redis_footprint(
+    rel regclass,
+    sample integer,
+    OUT keys bigint,
+    OUT bytes bigint,
+    OUT sampled integer,
+    OUT exact boolean)
+RETURNS record
+AS 'MODULE_PATHNAME', 'cachesync_redis_footprint'
+LANGUAGE C VOLATILE STRICT;
+
+CREATE FUNCTION cachesync.advise(rel regclass DEFAULT NULL)
+RETURNS TABLE(
+    table_name regclass,
+    table_bytes bigint,
+    index_bytes bigint,
+    shared_buffers_bytes bigint,
+    pg_hit_ratio double precision,
+    cache_hit_ratio double precision,
+    redis_keys bigint,
+    redis_bytes bigint,
+    recommendation text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sb bigint := (SELECT s.setting::bigint * pg_size_bytes(s.unit)
+                    FROM pg_settings s WHERE s.name = 'shared_buffers');
+    r record;
+    total bigint;
+    pg_reads bigint;
+    cache_reads bigint;
+    f record;
+BEGIN
+    IF advise.rel IS NOT NULL AND NOT EXISTS (SELECT 1 FROM cachesync.registrations g WHERE g.rel = advise.rel) THEN
+        RAISE EXCEPTION 'table "%" is not registered with cachesync', advise.rel
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Call cachesync.advise() without an argument to see every registered table.';
+    END IF;
+    FOR r IN
+        SELECT g.rel AS relid,
+               pg_table_size(g.rel) AS tb,
+               pg_indexes_size(g.rel) AS ib,
+               coalesce(io.heap_blks_hit, 0) + coalesce(io.idx_blks_hit, 0) AS hit,
+               coalesce(io.heap_blks_read, 0) + coalesce(io.idx_blks_read, 0) AS rd,
+               coalesce(st.hits, 0) AS chits,
+               coalesce(st.misses, 0) AS cmisses
+          FROM cachesync.registrations g
+          LEFT JOIN pg_statio_all_tables io ON io.relid = g.rel::oid
+          LEFT JOIN cachesync.stats st ON st.rel = g.rel
+         WHERE advise.rel IS NULL OR g.rel = advise.rel
+         ORDER BY g.rel::oid
+    LOOP
+        f := cachesync._redis_footprint(r.relid, 200);
+        total := r.tb + r.ib;
+        pg_reads := r.hit + r.rd;
+        cache_reads := r.chits + r.cmisses;
+        table_name := r.relid;
+        table_bytes := r.tb;
+        index_bytes := r.ib;
+        shared_buffers_bytes := sb;
+        pg_hit_ratio := CASE WHEN pg_reads > 0 THEN r.hit::float8 / pg_reads END;
+        cache_hit_ratio := CASE WHEN cache_reads > 0 THEN r.chits::float8 / cache_reads END;
+        redis_keys := f.keys;
+        redis_bytes := f.bytes;
+        recommendation := CASE
+            WHEN total <= sb AND pg_reads >= 1000 AND pg_hit_ratio >= 0.99 THEN
+                format('the cache may be unnecessary: table and indexes (%s) fit in shared_buffers (%s) and Postgres serves %s%% of their reads from memory',
+                       pg_size_pretty(total), pg_size_pretty(sb), round((pg_hit_ratio * 100)::numeric, 1))
+            WHEN cache_reads >= 1000 AND cache_hit_ratio >= 0.9 AND total > sb THEN
+                format('the cache earns its keep: it answers %s%% of reads, while holding table and indexes (%s) in Postgres would need %s more shared_buffers (now %s); Redis holds ~%s',
+                       round((cache_hit_ratio * 100)::numeric, 1), pg_size_pretty(total),
+                       pg_size_pretty(total - sb), pg_size_pretty(sb), pg_size_pretty(f.bytes))
+            WHEN total > sb THEN
+                format('%s more shared_buffers (%s instead of %s) would hold table and indexes (%s) in Postgres; the cache hit ratio is %s and Redis holds ~%s',
+                       pg_size_pretty(total - sb), pg_size_pretty(total), pg_size_pretty(sb), pg_size_pretty(total),
+                       coalesce(round((cache_hit_ratio * 100)::numeric, 1) || '%', 'unknown (no reads through cachesync.get yet)'),
+                       pg_size_pretty(f.bytes))
+            ELSE
+                format('table and indexes (%s) fit in shared_buffers (%s) but Postgres served %s of their reads from memory so far; the cache hit ratio is %s: look again after more traffic',
+                       pg_size_pretty(total), pg_size_pretty(sb),
+                       coalesce(round((pg_hit_ratio * 100)::numeric, 1) || '%', 'none'),
+                       coalesce(round((cache_hit_ratio * 100)::numeric, 1) || '%', 'unknown'))
+        END;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION cachesync.advise(regclass) IS 'per registered table: sizes, shared_buffers, Postgres and cache hit ratios, Redis memory (sampled) and a recommendation';
+
+REVOKE ALL ON FUNCTION cachesync._redis_footprint(regclass, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION cachesync.advise(regclass) FROM PUBLIC;
