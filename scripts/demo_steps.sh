@@ -94,3 +94,19 @@ sleep 3
 redis GET public.demo_users:1
 redis GET public.demo_events:5
 sql "SELECT rel, mode, pushed, invalidated, queue_depth, errors FROM cachesync.stats ORDER BY rel::text;"
+
+say "Drift injected by hand in Redis: validate() finds it in the background, repair fixes it"
+redis SET public.demo_users:1 '{"email": "wrong@example.com", "id": 1}'
+redis DEL public.demo_users:42
+redis SET public.demo_users:424242 '{"id": 424242}'
+sql "SELECT cachesync.validate('demo_users');"
+sql "SELECT state, rows_checked, missing, stale, orphaned, examples FROM cachesync.wait_validation((SELECT max(id) FROM cachesync.validations));"
+sql "SELECT cachesync.validate('demo_users', repair => true);"
+sql "SELECT state, missing, stale, orphaned, repaired FROM cachesync.wait_validation((SELECT max(id) FROM cachesync.validations));"
+redis GET public.demo_users:1
+redis EXISTS public.demo_users:424242
+
+say "reload() rewrites every table; advise() tells whether the cache still pays"
+sql "SELECT cachesync.reload();"
+sql "SELECT rel, last_reload_at IS NOT NULL AS reloaded, last_validation_id FROM cachesync.stats ORDER BY rel::text;"
+sql "SELECT table_name, pg_size_pretty(table_bytes + index_bytes) AS size, redis_keys, pg_size_pretty(redis_bytes) AS redis, recommendation FROM cachesync.advise();"

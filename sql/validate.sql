@@ -17,6 +17,11 @@ SELECT cachesync.cancel_validation(-1);
 SELECT cachesync.advise('va_unregistered');
 SELECT cachesync._redis_footprint('va', 0);
 
+-- waiting for a job in the transaction that started it would never end
+BEGIN;
+SELECT 1 FROM cachesync.wait_validation(cachesync.validate('va'));
+ROLLBACK;
+
 -- the view has exactly the documented columns
 SELECT attname, format_type(atttypid, atttypmod)
   FROM pg_attribute WHERE attrelid = 'cachesync.validations'::regclass AND attnum > 0

@@ -296,7 +296,11 @@ cachesync_wait_job(PG_FUNCTION_ARGS)
 	{
 		char	   *state;
 
-		spi_exec("SELECT state FROM cachesync.validations WHERE id = $1",
+		bool		isnull;
+		TransactionId xmin;
+
+		spi_exec("SELECT v.state, j.xmin FROM cachesync.validations v"
+				 "  JOIN cachesync.validation_jobs j ON j.id = v.id WHERE v.id = $1",
 				 1, types, values, NULL, SPI_OK_SELECT);
 		if (SPI_processed == 0)
 			ereport(ERROR,
@@ -305,6 +309,14 @@ cachesync_wait_job(PG_FUNCTION_ARGS)
 		state = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 		if (strcmp(state, "queued") != 0 && strcmp(state, "running") != 0)
 			break;
+		/* the worker waits for validate()'s transaction: waiting in it would never end */
+		xmin = DatumGetTransactionId(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+		if (TransactionIdIsCurrentTransactionId(xmin))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("validation job " INT64_FORMAT " was started by this transaction", job),
+					 errdetail("Its worker starts once the transaction that called cachesync.validate() has committed."),
+					 errhint("Commit first, then call cachesync.wait_validation().")));
 		if (GetCurrentTimestamp() >= deadline)
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
