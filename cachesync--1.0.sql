@@ -183,7 +183,9 @@ CREATE FUNCTION cachesync._table_stats(
     OUT publish_lost bigint,
     OUT changes_appended bigint,
     OUT last_error text,
-    OUT last_error_at timestamptz)
+    OUT last_error_at timestamptz,
+    OUT last_reload_at timestamptz,
+    OUT last_validation_id bigint)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'cachesync_table_stats'
 LANGUAGE C VOLATILE;
@@ -203,8 +205,8 @@ SELECT r.rel,
        coalesce(s.errors, 0) AS errors,
        s.last_error,
        s.last_error_at,
-       NULL::timestamptz AS last_reload_at,
-       NULL::bigint AS last_validation_id,
+       s.last_reload_at,
+       s.last_validation_id,
        coalesce(s.queued, 0) AS queued,
        CASE WHEN coalesce(s.hits, 0) + coalesce(s.misses, 0) > 0
             THEN round(s.hits::numeric / (s.hits + s.misses), 4)
@@ -386,3 +388,198 @@ COMMENT ON COLUMN cachesync.changes_outbox.op IS 'insert, update, delete or trun
 COMMENT ON COLUMN cachesync.changes_outbox.key IS 'the Redis key of the row; NULL for truncate';
 COMMENT ON COLUMN cachesync.changes_outbox."row" IS 'the new row as the table''s JSON (cached columns); NULL for delete and truncate';
 REVOKE ALL ON cachesync.changes_outbox FROM PUBLIC;
+
+-- ==== reload, validate, advise ====
+
+--
+-- Validation jobs: one row per cachesync.validate() call.  Not dumped: a
+-- job's outcome describes one Redis at one moment.
+--
+CREATE TABLE cachesync.validation_jobs (
+    id           bigserial PRIMARY KEY,
+    rel          regclass,
+    repair       boolean NOT NULL,
+    state        text NOT NULL DEFAULT 'queued'
+                 CHECK (state IN ('queued', 'running', 'done', 'failed', 'cancelled')),
+    rows_checked bigint NOT NULL DEFAULT 0,
+    missing      bigint NOT NULL DEFAULT 0,
+    stale        bigint NOT NULL DEFAULT 0,
+    orphaned     bigint NOT NULL DEFAULT 0,
+    repaired     bigint NOT NULL DEFAULT 0,
+    requested_at timestamptz NOT NULL DEFAULT now(),
+    started_at   timestamptz,
+    finished_at  timestamptz,
+    examples     jsonb NOT NULL DEFAULT '{}',
+    error        text,
+    generation   bigint NOT NULL,
+    pid          integer
+);
+COMMENT ON TABLE cachesync.validation_jobs IS 'validation jobs started by cachesync.validate(); read them through cachesync.validations';
+COMMENT ON COLUMN cachesync.validation_jobs.rel IS 'the table validated; NULL: every registered table, in one job';
+COMMENT ON COLUMN cachesync.validation_jobs.generation IS 'the server run that owns the job: a job of an earlier run was interrupted';
+COMMENT ON COLUMN cachesync.validation_jobs.pid IS 'the job''s background worker';
+REVOKE ALL ON cachesync.validation_jobs FROM PUBLIC;
+
+CREATE FUNCTION cachesync._job_alive(generation bigint, pid integer)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'cachesync_job_alive'
+LANGUAGE C VOLATILE;
+
+CREATE VIEW cachesync.validations AS
+SELECT j.id,
+       j.rel,
+       CASE WHEN j.state IN ('queued', 'running') AND NOT cachesync._job_alive(j.generation, j.pid)
+            THEN 'failed' ELSE j.state END AS state,
+       j.rows_checked,
+       j.missing,
+       j.stale,
+       j.orphaned,
+       j.repaired,
+       j.started_at,
+       j.finished_at,
+       j.examples,
+       CASE WHEN j.state IN ('queued', 'running') AND NOT cachesync._job_alive(j.generation, j.pid)
+            THEN 'interrupted: its worker exited (server restart, crash or termination)'
+            ELSE j.error END AS error
+FROM cachesync.validation_jobs j;
+COMMENT ON VIEW cachesync.validations IS 'validation jobs: state, rows checked, drift found (missing, stale, orphaned) and repaired, example keys';
+REVOKE ALL ON cachesync.validations FROM PUBLIC;
+
+CREATE FUNCTION cachesync.validate(rel regclass DEFAULT NULL, repair boolean DEFAULT false)
+RETURNS bigint
+AS 'MODULE_PATHNAME', 'cachesync_validate'
+LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION cachesync.validate(regclass, boolean) IS 'starts a background job comparing a table''s rows (or every registered table''s) with Redis, optionally repairing the drift; returns the job id';
+
+CREATE FUNCTION cachesync._wait_job(id bigint, timeout interval)
+RETURNS void
+AS 'MODULE_PATHNAME', 'cachesync_wait_job'
+LANGUAGE C VOLATILE STRICT;
+
+CREATE FUNCTION cachesync.wait_validation(id bigint, timeout interval DEFAULT '5 min')
+RETURNS cachesync.validations
+LANGUAGE sql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT cachesync._wait_job(id, timeout);
+    SELECT * FROM cachesync.validations v WHERE v.id = wait_validation.id;
+$$;
+COMMENT ON FUNCTION cachesync.wait_validation(bigint, interval) IS 'waits until a validation job ends and returns its row';
+
+CREATE FUNCTION cachesync.cancel_validation(id bigint)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM cachesync.validation_jobs j WHERE j.id = cancel_validation.id) THEN
+        RAISE EXCEPTION 'validation job % does not exist', id USING ERRCODE = 'undefined_object';
+    END IF;
+    UPDATE cachesync.validation_jobs j SET state = 'cancelled', finished_at = now()
+     WHERE j.id = cancel_validation.id AND j.state IN ('queued', 'running');
+    RETURN FOUND;
+END
+$$;
+COMMENT ON FUNCTION cachesync.cancel_validation(bigint) IS 'stops a queued or running validation job (it stops after its current page); false when it had already ended';
+
+REVOKE ALL ON FUNCTION cachesync._job_alive(bigint, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION cachesync.validate(regclass, boolean) FROM PUBLIC;
+REVOKE ALL ON FUNCTION cachesync._wait_job(bigint, interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION cachesync.wait_validation(bigint, interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION cachesync.cancel_validation(bigint) FROM PUBLIC;
+
+--
+-- advise(): does the cache still pay?
+--
+CREATE FUNCTION cachesync._redis_footprint(
+    rel regclass,
+    sample integer,
+    OUT keys bigint,
+    OUT bytes bigint,
+    OUT sampled integer,
+    OUT exact boolean)
+RETURNS record
+AS 'MODULE_PATHNAME', 'cachesync_redis_footprint'
+LANGUAGE C VOLATILE STRICT;
+
+CREATE FUNCTION cachesync.advise(rel regclass DEFAULT NULL)
+RETURNS TABLE(
+    table_name regclass,
+    table_bytes bigint,
+    index_bytes bigint,
+    shared_buffers_bytes bigint,
+    pg_hit_ratio double precision,
+    cache_hit_ratio double precision,
+    redis_keys bigint,
+    redis_bytes bigint,
+    recommendation text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    sb bigint := (SELECT s.setting::bigint * pg_size_bytes(s.unit)
+                    FROM pg_settings s WHERE s.name = 'shared_buffers');
+    r record;
+    total bigint;
+    pg_reads bigint;
+    cache_reads bigint;
+    f record;
+BEGIN
+    IF advise.rel IS NOT NULL AND NOT EXISTS (SELECT 1 FROM cachesync.registrations g WHERE g.rel = advise.rel) THEN
+        RAISE EXCEPTION 'table "%" is not registered with cachesync', advise.rel
+            USING ERRCODE = 'undefined_object',
+                  HINT = 'Call cachesync.advise() without an argument to see every registered table.';
+    END IF;
+    FOR r IN
+        SELECT g.rel AS relid,
+               pg_table_size(g.rel) AS tb,
+               pg_indexes_size(g.rel) AS ib,
+               coalesce(io.heap_blks_hit, 0) + coalesce(io.idx_blks_hit, 0) AS hit,
+               coalesce(io.heap_blks_read, 0) + coalesce(io.idx_blks_read, 0) AS rd,
+               coalesce(st.hits, 0) AS chits,
+               coalesce(st.misses, 0) AS cmisses
+          FROM cachesync.registrations g
+          LEFT JOIN pg_statio_all_tables io ON io.relid = g.rel::oid
+          LEFT JOIN cachesync.stats st ON st.rel = g.rel
+         WHERE advise.rel IS NULL OR g.rel = advise.rel
+         ORDER BY g.rel::oid
+    LOOP
+        f := cachesync._redis_footprint(r.relid, 200);
+        total := r.tb + r.ib;
+        pg_reads := r.hit + r.rd;
+        cache_reads := r.chits + r.cmisses;
+        table_name := r.relid;
+        table_bytes := r.tb;
+        index_bytes := r.ib;
+        shared_buffers_bytes := sb;
+        pg_hit_ratio := CASE WHEN pg_reads > 0 THEN r.hit::float8 / pg_reads END;
+        cache_hit_ratio := CASE WHEN cache_reads > 0 THEN r.chits::float8 / cache_reads END;
+        redis_keys := f.keys;
+        redis_bytes := f.bytes;
+        recommendation := CASE
+            WHEN total <= sb AND pg_reads >= 1000 AND pg_hit_ratio >= 0.99 THEN
+                format('the cache may be unnecessary: table and indexes (%s) fit in shared_buffers (%s) and Postgres serves %s%% of their reads from memory',
+                       pg_size_pretty(total), pg_size_pretty(sb), round((pg_hit_ratio * 100)::numeric, 1))
+            WHEN cache_reads >= 1000 AND cache_hit_ratio >= 0.9 AND total > sb THEN
+                format('the cache earns its keep: it answers %s%% of reads, while holding table and indexes (%s) in Postgres would need %s more shared_buffers (now %s); Redis holds ~%s',
+                       round((cache_hit_ratio * 100)::numeric, 1), pg_size_pretty(total),
+                       pg_size_pretty(total - sb), pg_size_pretty(sb), pg_size_pretty(f.bytes))
+            WHEN total > sb THEN
+                format('%s more shared_buffers (%s instead of %s) would hold table and indexes (%s) in Postgres; the cache hit ratio is %s and Redis holds ~%s',
+                       pg_size_pretty(total - sb), pg_size_pretty(total), pg_size_pretty(sb), pg_size_pretty(total),
+                       coalesce(round((cache_hit_ratio * 100)::numeric, 1) || '%', 'unknown (no reads through cachesync.get yet)'),
+                       pg_size_pretty(f.bytes))
+            ELSE
+                format('table and indexes (%s) fit in shared_buffers (%s) but Postgres served %s of their reads from memory so far; the cache hit ratio is %s: look again after more traffic',
+                       pg_size_pretty(total), pg_size_pretty(sb),
+                       coalesce(round((pg_hit_ratio * 100)::numeric, 1) || '%', 'none'),
+                       coalesce(round((cache_hit_ratio * 100)::numeric, 1) || '%', 'unknown'))
+        END;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION cachesync.advise(regclass) IS 'per registered table: sizes, shared_buffers, Postgres and cache hit ratios, Redis memory (sampled) and a recommendation';
+
+REVOKE ALL ON FUNCTION cachesync._redis_footprint(regclass, integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION cachesync.advise(regclass) FROM PUBLIC;

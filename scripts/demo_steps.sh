@@ -129,3 +129,19 @@ sleep 2
 sql "SELECT id, items FROM demo_carts ORDER BY id;"
 sql "SELECT op, data, sqlstate, error FROM cachesync.dead_letters('demo_carts');"
 sql "SELECT rel, wb_applied, wb_dead_lettered, wb_pending FROM cachesync.stats WHERE rel = 'demo_carts'::regclass;"
+
+say "Drift injected by hand in Redis: validate() finds it in the background, repair fixes it"
+redis SET public.demo_users:1 '{"email": "wrong@example.com", "id": 1}'
+redis DEL public.demo_users:42
+redis SET public.demo_users:424242 '{"id": 424242}'
+sql "SELECT cachesync.validate('demo_users');"
+sql "SELECT state, rows_checked, missing, stale, orphaned, examples FROM cachesync.wait_validation((SELECT max(id) FROM cachesync.validations));"
+sql "SELECT cachesync.validate('demo_users', repair => true);"
+sql "SELECT state, missing, stale, orphaned, repaired FROM cachesync.wait_validation((SELECT max(id) FROM cachesync.validations));"
+redis GET public.demo_users:1
+redis EXISTS public.demo_users:424242
+
+say "reload() rewrites every table; advise() tells whether the cache still pays"
+sql "SELECT cachesync.reload();"
+sql "SELECT rel, last_reload_at IS NOT NULL AS reloaded, last_validation_id FROM cachesync.stats ORDER BY rel::text;"
+sql "SELECT table_name, pg_size_pretty(table_bytes + index_bytes) AS size, redis_keys, pg_size_pretty(redis_bytes) AS redis, recommendation FROM cachesync.advise();"

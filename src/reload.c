@@ -3,10 +3,29 @@
  * reload.c
  *	  cachesync.reload(rel): rebuild a table's cache from its rows.
  *
- * Every row is written (pages in key order, each with a populator version
- * and a fresh snapshot, so writes committed meanwhile win), then every key
- * under the table's prefix whose row is gone is removed (SCAN pages, fenced
- * deletes).  Nothing is flushed first: cached rows stay readable throughout.
+ * Two passes.  First every row is written: pages of cachesync.batch_size
+ * rows in key order, each read with its own fresh snapshot taken after the
+ * page's populator version was drawn (cs_version_for_read), and sent as one
+ * pipeline of fenced puts.  Then every key under the table's prefix whose
+ * row does not exist is removed: SCAN pages, an existence check per page,
+ * fenced deletes of the keys without a row.  Nothing is flushed first:
+ * cached rows stay readable throughout, and Redis only ever receives
+ * committed rows.
+ *
+ * Why a fresh snapshot per page rather than one for the whole reload: a
+ * row's image is always read after its version was drawn, so a write
+ * committed later carries a higher version and wins; a write committed
+ * earlier is in the snapshot.  One long snapshot would also be correct for
+ * writes, but not for deletes: the deleted row's tombstone only lives for
+ * cachesync.tombstone_ttl, and a reload running longer than that would
+ * bring the deleted row back from its old snapshot.  Per page the window is
+ * one page long, and no snapshot holds back vacuum for the whole reload.
+ *
+ * Cancel (pg_cancel_backend, statement_timeout) stops it between pages or
+ * inside a Redis wait: what was written up to then are committed rows and
+ * fenced deletes, so Redis is no worse than before.  Progress shows in
+ * pg_stat_activity.query ("cachesync.reload: <table>: N rows ...") and in a
+ * NOTICE every CS_RELOAD_NOTICE_MS; cachesync.stats keeps last_reload_at.
  *
  *-------------------------------------------------------------------------
  */
@@ -15,7 +34,10 @@
 #include "access/xact.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "pgstat.h"
+#include "tcop/tcopprot.h"
 #include "utils/lsyscache.h"
+#include "utils/timestamp.h"
 
 #include "cachesync.h"
 #include "redis.h"
@@ -27,6 +49,27 @@
 
 PG_FUNCTION_INFO_V1(cachesync_reload);
 
+/* how often a running reload says how far it got */
+#define CS_RELOAD_NOTICE_MS 5000
+
+static TimestampTz last_notice = 0;
+
+/* cs_sync_progress_hook: shows how far the reload of t got. */
+static void
+reload_progress(CsTable *t, CsSyncResult *sofar)
+{
+	char	   *msg = psprintf("cachesync.reload: \"%s\": " INT64_FORMAT " rows written",
+							   get_rel_name(t->relid), sofar->pushed);
+
+	pgstat_report_activity(STATE_RUNNING, msg);
+	if (TimestampDifferenceExceeds(last_notice, GetCurrentTimestamp(), CS_RELOAD_NOTICE_MS))
+	{
+		ereport(NOTICE, (errmsg_internal("%s", msg + strlen("cachesync.reload: "))));
+		last_notice = GetCurrentTimestamp();
+	}
+	pfree(msg);
+}
+
 /* Reloads one table; returns the rows loaded.  Throws when Redis fails. */
 static int64
 reload_table(CsTable *t)
@@ -35,10 +78,17 @@ reload_table(CsTable *t)
 	CsSyncResult orphans = {0};
 
 	cs_require_select(t->relid);
-	if (!cs_sync_table(t, &r) || !cs_sync_prefix(t, cs_version_for_read(), &orphans))
+	last_notice = GetCurrentTimestamp();
+	if (!cs_sync_table(t, &r))
+		cs_redis_raise_failure();
+	pgstat_report_activity(STATE_RUNNING,
+						   psprintf("cachesync.reload: \"%s\": " INT64_FORMAT " rows written; removing keys without a row",
+									get_rel_name(t->relid), r.pushed));
+	if (!cs_sync_orphans(t, &orphans))
 		cs_redis_raise_failure();
 	cs_stats_add(t->relid, CS_STAT_PUSHED, r.pushed);
 	cs_stats_add(t->relid, CS_STAT_INVALIDATED, orphans.removed);
+	cs_stats_reloaded(t->relid);
 	ereport(NOTICE,
 			(errmsg("reloaded " INT64_FORMAT " rows of \"%s\"; removed " INT64_FORMAT " keys without a row",
 					r.pushed, get_rel_name(t->relid), orphans.removed)));
@@ -72,10 +122,21 @@ cachesync_reload(PG_FUNCTION_ARGS)
 				 errdetail("It reads the latest committed rows, which would include this transaction's uncommitted changes."),
 				 errhint("Run it in its own transaction.")));
 	SPI_connect();
-	if (PG_ARGISNULL(0))
-		cs_registry_foreach(reload_one, &all);
-	else
-		all.rows = reload_table(cs_registry_get(PG_GETARG_OID(0)));
+	cs_sync_progress_hook = reload_progress;
+	PG_TRY();
+	{
+		if (PG_ARGISNULL(0))
+			cs_registry_foreach(reload_one, &all);
+		else
+			all.rows = reload_table(cs_registry_get(PG_GETARG_OID(0)));
+	}
+	PG_FINALLY();
+	{
+		cs_sync_progress_hook = NULL;
+		if (debug_query_string)
+			pgstat_report_activity(STATE_RUNNING, debug_query_string);
+	}
+	PG_END_TRY();
 	SPI_finish();
 	PG_RETURN_INT64(all.rows);
 }

@@ -32,6 +32,8 @@ typedef struct CsTableStats
 	int64		counters[CS_NUM_STATS];
 	TimestampTz last_error_at;
 	char		last_error[CS_ERROR_LEN];
+	TimestampTz last_reload_at; /* 0: none since the server started */
+	int64		last_validation_id; /* 0: none */
 } CsTableStats;
 
 typedef struct CsStatsArray
@@ -129,13 +131,44 @@ cs_stats_error(Oid relid, const char *message)
 	LWLockRelease(cs_shared->lock);
 }
 
+/* Notes that relid was just reloaded.  Never throws. */
+void
+cs_stats_reloaded(Oid relid)
+{
+	CsTableStats *e;
+
+	if (cs_stats == NULL)
+		return;
+	LWLockAcquire(cs_shared->lock, LW_EXCLUSIVE);
+	e = stats_entry(relid);
+	if (e)
+		e->last_reload_at = GetCurrentTimestamp();
+	LWLockRelease(cs_shared->lock);
+}
+
+/* Notes the latest validation job of relid.  Never throws. */
+void
+cs_stats_validation(Oid relid, int64 job)
+{
+	CsTableStats *e;
+
+	if (cs_stats == NULL)
+		return;
+	LWLockAcquire(cs_shared->lock, LW_EXCLUSIVE);
+	e = stats_entry(relid);
+	if (e)
+		e->last_validation_id = job;
+	LWLockRelease(cs_shared->lock);
+}
+
 /*
  * cachesync._table_stats() RETURNS TABLE(relid oid, pushed bigint,
  *		invalidated bigint, errors bigint, hits bigint, misses bigint,
  *		wb_applied bigint, wb_dead_lettered bigint, queued bigint,
  *		wb_pending bigint, wb_oldest_ms bigint,
  *		published bigint, publish_lost bigint, changes_appended bigint,
- *		last_error text, last_error_at timestamptz)
+ *		last_error text, last_error_at timestamptz,
+ *		last_reload_at timestamptz, last_validation_id bigint)
  */
 Datum
 cachesync_table_stats(PG_FUNCTION_ARGS)
@@ -148,8 +181,8 @@ cachesync_table_stats(PG_FUNCTION_ARGS)
 	for (int i = 0; i < cs_stats->n; i++)
 	{
 		CsTableStats *e = &cs_stats->entries[i];
-		Datum		values[CS_NUM_STATS + 3];
-		bool		nulls[CS_NUM_STATS + 3] = {0};
+		Datum		values[CS_NUM_STATS + 5];
+		bool		nulls[CS_NUM_STATS + 5] = {0};
 
 		if (e->dbid != MyDatabaseId)
 			continue;
@@ -160,6 +193,10 @@ cachesync_table_stats(PG_FUNCTION_ARGS)
 		nulls[CS_NUM_STATS + 1] = (e->last_error[0] == '\0');
 		values[CS_NUM_STATS + 2] = TimestampTzGetDatum(e->last_error_at);
 		nulls[CS_NUM_STATS + 2] = (e->last_error_at == 0);
+		values[CS_NUM_STATS + 3] = TimestampTzGetDatum(e->last_reload_at);
+		nulls[CS_NUM_STATS + 3] = (e->last_reload_at == 0);
+		values[CS_NUM_STATS + 4] = Int64GetDatum(e->last_validation_id);
+		nulls[CS_NUM_STATS + 4] = (e->last_validation_id == 0);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	LWLockRelease(cs_shared->lock);

@@ -32,5 +32,7 @@ extern void cs_stats_shmem_init(void);
 extern void cs_stats_add(Oid relid, CsStat stat, int64 n);
 extern void cs_stats_set(Oid relid, CsStat stat, int64 value);
 extern void cs_stats_error(Oid relid, const char *message);
+extern void cs_stats_reloaded(Oid relid);
+extern void cs_stats_validation(Oid relid, int64 job);
 
 #endif							/* CACHESYNC_STATS_H */

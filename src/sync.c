@@ -56,6 +56,9 @@ append_write(CsTable *t, CsPipeline *p, char *key, CsValue *value, uint64 versio
 		cs_append_fenced_write(p, key, value, t->format, t->ttl_ms, version);
 }
 
+/* called after each page cs_sync_table wrote (reload's progress report) */
+cs_sync_progress_hook_type cs_sync_progress_hook = NULL;
+
 /* Returns true when key names one of t's streams rather than a row. */
 static bool
 is_stream_key(CsTable *t, const char *key)
@@ -194,21 +197,13 @@ send_writes(CsPipeline *p)
 }
 
 
-/* The user and search_path to restore after reading as a table's owner. */
-typedef struct CsAsOwner
-{
-	Oid			userid;
-	int			sec;
-	int			nest;
-} CsAsOwner;
-
 /*
  * Becomes relid's owner in a restricted operation with a pinned search_path:
  * the worker runs as a superuser, and no user-defined function it calls
  * while reading (a type's output function, say) may act with that power.
  */
-static void
-become_owner(Oid relid, CsAsOwner *save)
+void
+cs_become_owner(Oid relid, CsAsOwner *save)
 {
 	GetUserIdAndSecContext(&save->userid, &save->sec);
 	SetUserIdAndSecContext(cs_rel_owner(relid),
@@ -217,9 +212,9 @@ become_owner(Oid relid, CsAsOwner *save)
 	save->nest = cs_pin_search_path();
 }
 
-/* Undoes become_owner(). */
-static void
-stop_being_owner(CsAsOwner *save)
+/* Undoes cs_become_owner(). */
+void
+cs_stop_being_owner(CsAsOwner *save)
 {
 	cs_unpin_search_path(save->nest);
 	SetUserIdAndSecContext(save->userid, save->sec);
@@ -235,7 +230,7 @@ typedef struct CsFetch
 
 /*
  * Reads the rows of the given key values and appends their fenced puts to
- * a fresh pipeline, as the table's owner (become_owner).  Runs in a
+ * a fresh pipeline, as the table's owner (cs_become_owner).  Runs in a
  * subtransaction: returns false, with nothing changed,
  * when the read fails, e.g. for a key value its column type refuses.
  */
@@ -255,14 +250,14 @@ fetch_guarded(CsTable *t, Datum *arrays, int m, uint64 version, CsFetch *f)
 	{
 		CsAsOwner	save;
 
-		become_owner(t->relid, &save);
+		cs_become_owner(t->relid, &save);
 		run_fresh(t, fetch_query(t), t->nkeys, types, arrays);
 		f->p = cs_pipeline_create();
 		f->found = cs_keyset_create("cachesync found keys", m, sizeof(char *), cxt);
 		append_rows(t, f->p, version, f->found);
 		f->rows = SPI_processed;
 		SPI_freetuptable(SPI_tuptable);
-		stop_being_owner(&save);
+		cs_stop_being_owner(&save);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
@@ -414,6 +409,164 @@ cs_sync_prefix(CsTable *t, uint64 version, CsSyncResult *result)
 	return cs_keyspace_scan(prefix, sync_page, &a);
 }
 
+/* Returns the query listing which of the given key values have no row. */
+static char *
+orphan_query(CsTable *t)
+{
+	StringInfoData q;
+
+	initStringInfo(&q);
+	appendStringInfoString(&q, "SELECT u.i FROM ROWS FROM (");
+	for (int i = 0; i < t->nkeys; i++)
+		appendStringInfo(&q, "%spg_catalog.unnest($%d::pg_catalog.text[])", i ? ", " : "", i + 1);
+	appendStringInfoString(&q, ") WITH ORDINALITY AS u(");
+	for (int i = 0; i < t->nkeys; i++)
+		appendStringInfo(&q, "k%d, ", i + 1);
+	appendStringInfo(&q, "i) WHERE NOT EXISTS (SELECT 1 FROM %s r WHERE ",
+					 quote_qualified_identifier(get_namespace_name(get_rel_namespace(t->relid)),
+												get_rel_name(t->relid)));
+	for (int i = 0; i < t->nkeys; i++)
+		appendStringInfo(&q, "%sr.%s = u.k%d::%s", i ? " AND " : "",
+						 quote_identifier(get_attname(t->relid, t->key_attnums[i], false)),
+						 i + 1, format_type_with_typemod(t->key_types[i], t->key_typmods[i]));
+	appendStringInfoChar(&q, ')');
+	return q.data;
+}
+
+/*
+ * Marks in orphan[] which of the n parsed keys have no row, reading with a
+ * fresh snapshot.  Runs in a subtransaction: returns false when the read
+ * fails (a key value its column's type refuses).
+ */
+static bool
+find_orphans(CsTable *t, char ***parsed, int n, bool *orphan)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	Oid		   *types = palloc(sizeof(Oid) * t->nkeys);
+	Datum	   *arrays = palloc(sizeof(Datum) * t->nkeys);
+	char	   *query = orphan_query(t);
+	volatile bool ok = true;
+
+	for (int i = 0; i < t->nkeys; i++)
+	{
+		Datum	   *parts = palloc(sizeof(Datum) * n);
+
+		for (int k = 0; k < n; k++)
+			parts[k] = CStringGetTextDatum(parsed[k][i]);
+		arrays[i] = PointerGetDatum(construct_array(parts, n, TEXTOID, -1, false, TYPALIGN_INT));
+		types[i] = TEXTARRAYOID;
+	}
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		SPIPlanPtr	plan = SPI_prepare(query, t->nkeys, types);
+		Snapshot	snap = RegisterSnapshot(GetLatestSnapshot());
+		int			rc = SPI_execute_snapshot(plan, arrays, NULL, snap, InvalidSnapshot,
+											  true, false, 0);
+
+		UnregisterSnapshot(snap);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "could not read rows of \"%s\"", get_rel_name(t->relid));
+		memset(orphan, 0, sizeof(bool) * n);
+		for (uint64 r = 0; r < SPI_processed; r++)
+		{
+			bool		isnull;
+			int64		i = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+														SPI_tuptable->tupdesc, 1, &isnull));
+
+			orphan[i - 1] = true;
+		}
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return ok;
+}
+
+/*
+ * Returns the keys among the given ones (under t's prefix) that are no
+ * row's key: the row is gone or the key cannot be one of t's.  Streams are
+ * skipped.  Reads with a fresh snapshot, as the table's owner.
+ */
+List *
+cs_orphans_among(CsTable *t, List *keys)
+{
+	int			n = list_length(keys);
+	char	 ***parsed = palloc(sizeof(char **) * Max(n, 1));
+	char	  **rowkeys = palloc(sizeof(char *) * Max(n, 1));
+	bool	   *orphan = palloc0(sizeof(bool) * Max(n, 1));
+	List	   *result = NIL;
+	ListCell   *lc;
+	int			m = 0;
+	CsAsOwner	save;
+
+	foreach(lc, keys)
+	{
+		char	  **values;
+
+		if (is_stream_key(t, lfirst(lc)))
+			continue;
+		values = cs_key_parse(t, lfirst(lc), strlen(lfirst(lc)));
+		if (values == NULL)
+		{
+			result = lappend(result, lfirst(lc));
+			continue;
+		}
+		parsed[m] = values;
+		rowkeys[m++] = lfirst(lc);
+	}
+	cs_become_owner(t->relid, &save);
+	if (m > 0 && !find_orphans(t, parsed, m, orphan))
+	{
+		/* some key value is refused: check one by one; a refused one has no row */
+		for (int k = 0; k < m; k++)
+			if (!find_orphans(t, &parsed[k], 1, &orphan[k]))
+				orphan[k] = true;
+	}
+	cs_stop_being_owner(&save);
+	for (int k = 0; k < m; k++)
+		if (orphan[k])
+			result = lappend(result, rowkeys[k]);
+	return result;
+}
+
+/* cs_keyspace_scan callback: removes the keys of one SCAN page that have no row. */
+static bool
+orphans_page(List *keys, void *arg)
+{
+	SyncPageArg *a = arg;
+	List	   *orphans = cs_orphans_among(a->t, keys);
+
+	if (orphans == NIL)
+		return true;
+	/* cs_sync_keys reads each again: a row inserted meanwhile is written */
+	return cs_sync_keys(a->t, orphans, cs_version_for_read(), a->result);
+}
+
+/*
+ * Removes every key under t's prefix whose row does not exist (fenced
+ * deletes), leaving the other keys untouched: a reload's second pass, after
+ * cs_sync_table has written every row.  Returns false when Redis failed.
+ */
+bool
+cs_sync_orphans(CsTable *t, CsSyncResult *result)
+{
+	SyncPageArg a = {t, 0, result};
+	char	   *prefix = psprintf("%s%s", cachesync_key_prefix, t->key_prefix);
+
+	return cs_keyspace_scan(prefix, orphans_page, &a);
+}
+
 /* Returns the ORDER BY list of t's key columns. */
 static char *
 key_order(CsTable *t)
@@ -483,13 +636,13 @@ cs_sync_table(CsTable *t, CsSyncResult *result)
 		CHECK_FOR_INTERRUPTS();
 		old = MemoryContextSwitchTo(page_cxt);
 		version = cs_version_for_read();
-		become_owner(t->relid, &save);
+		cs_become_owner(t->relid, &save);
 		run_fresh(t, started ? next : first, started ? t->nkeys : 0, types, args);
 		more = (SPI_processed == (uint64) cachesync_batch_size);
 		p = cs_pipeline_create();
 		last = append_rows(t, p, version, NULL);
 		result->pushed += SPI_processed;
-		stop_being_owner(&save);
+		cs_stop_being_owner(&save);
 		if (p->ncommands > 0 && !send_writes(p))
 		{
 			MemoryContextSwitchTo(old);
@@ -507,6 +660,8 @@ cs_sync_table(CsTable *t, CsSyncResult *result)
 		SPI_freetuptable(SPI_tuptable);
 		MemoryContextReset(page_cxt);
 		started = true;
+		if (cs_sync_progress_hook)
+			cs_sync_progress_hook(t, result);
 	}
 	MemoryContextDelete(page_cxt);
 	return true;
@@ -538,11 +693,11 @@ cs_sync_read(CsTable *t, char ***values, int n, uint64 version,
 		arrays[i] = PointerGetDatum(construct_array(parts, n, TEXTOID, -1, false, TYPALIGN_INT));
 		types[i] = TEXTARRAYOID;
 	}
-	become_owner(t->relid, &save);
+	cs_become_owner(t->relid, &save);
 	run_snapshot(t, fetch_query(t), t->nkeys, types, arrays, version != 0);
 	append_rows_each(t, p, version, NULL, each, arg);
 	SPI_freetuptable(SPI_tuptable);
-	stop_being_owner(&save);
+	cs_stop_being_owner(&save);
 	return p;
 }
 

@@ -36,7 +36,23 @@ typedef struct CsSyncGuard
 
 extern bool cs_sync_keys_guarded(CsTable *t, List *keys, HTAB *guards,
 								 uint64 version, CsSyncResult *result);
+
+/* The user and search_path to restore after reading as a table's owner. */
+typedef struct CsAsOwner
+{
+	Oid			userid;
+	int			sec;
+	int			nest;
+} CsAsOwner;
+
+extern void cs_become_owner(Oid relid, CsAsOwner *save);
+extern void cs_stop_being_owner(CsAsOwner *save);
 extern bool cs_sync_keys(CsTable *t, List *keys, uint64 version, CsSyncResult *result);
+typedef void (*cs_sync_progress_hook_type) (CsTable *t, CsSyncResult *sofar);
+extern PGDLLIMPORT cs_sync_progress_hook_type cs_sync_progress_hook;
+
+extern List *cs_orphans_among(CsTable *t, List *keys);
+extern bool cs_sync_orphans(CsTable *t, CsSyncResult *result);
 extern bool cs_sync_prefix(CsTable *t, uint64 version, CsSyncResult *result);
 extern bool cs_sync_table(CsTable *t, CsSyncResult *result);
 extern void cs_require_select(Oid relid);
