@@ -31,7 +31,7 @@ TARGET=80000
 bench_setup
 bench_mode async
 changes=$((2 * BENCH_ROWS))
-declare -A RATE=() TOTAL=() CPU=() PLAN=()
+declare -A RATE=() TOTAL=() CPU=()
 
 CLK_TCK=$(getconf CLK_TCK)
 cpu_s() {   # CPU seconds (user + system) used so far by pid $1
@@ -39,14 +39,6 @@ cpu_s() {   # CPU seconds (user + system) used so far by pid $1
 }
 worker_pid() { bq -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'cachesync worker'"; }
 
-# The scan the worker's DELETE of one batch gets, planned as the worker plans
-# it (the ids of one batch as a known array), while the queue is full.
-delete_plan() {   # batch size
-    bq <<EOF | grep -E 'Scan' | sed 's/^ *//; s/ *(.*//; s/^-> *//' | paste -sd' ' - || true
-SELECT format('EXPLAIN DELETE FROM cachesync.queue WHERE ctid = ANY(%L::tid[])', array_agg(ctid))
-  FROM (SELECT ctid FROM cachesync.queue LIMIT $1) s \gexec
-EOF
-}
 
 check_cache() {   # a few rows: Redis value == row_to_json of the row
     local id want got bad=0
@@ -71,7 +63,6 @@ for bs in "${BATCHES[@]}"; do
         bq -c "UPDATE bench SET v = v + 1" -c "UPDATE bench SET v = v + 1"
         upd_s=$(awk -v a="$s0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f", b - a}')
         depth=$(queue_depth)
-        [[ $rep == 1 ]] && PLAN[$bs]=$(delete_plan "$bs")
         wpid=$(worker_pid)
         wcpu0=$(cpu_s "$wpid")
         bench_redis_start
@@ -130,8 +121,6 @@ echo "  drain times (s), from Redis answering again to an empty queue:"
 for bs in "${BATCHES[@]}"; do echo "    batch_size=$bs: ${TOTAL[$bs]}"; done
 echo "  CPU used during each drain (wall time last):"
 for bs in "${BATCHES[@]}"; do echo "    batch_size=$bs: ${CPU[$bs]}"; done
-echo "  plan of the worker's per-batch DELETE ... WHERE id = ANY(<batch ids>) with the queue full ($changes rows):"
-for bs in "${BATCHES[@]}"; do echo "    batch_size=$bs: ${PLAN[$bs]}"; done
 problems=$(bench_pg_log_problems)
 if [[ -n $problems ]]; then
     echo "server log lines mentioning problems or the worker ($(wc -l <<<"$problems")), first 12 (the Redis stops are deliberate):"
