@@ -130,6 +130,31 @@ sql "SELECT id, items FROM demo_carts ORDER BY id;"
 sql "SELECT op, data, sqlstate, error FROM cachesync.dead_letters('demo_carts');"
 sql "SELECT rel, wb_applied, wb_dead_lettered, wb_pending FROM cachesync.stats WHERE rel = 'demo_carts'::regclass;"
 
+say "Change events: notify publishes committed keys on Pub/Sub (a subscriber listens live)"
+sql "CREATE TABLE demo_prices (sku text PRIMARY KEY, cents int);"
+sql "SELECT cachesync.register('demo_prices', notify => true, changes => true);"
+sql "SELECT rel, invalidate_channel, change_stream FROM cachesync.tables WHERE rel = 'demo_prices'::regclass;"
+sub_out=$CS_TMP/demo_subscriber.out
+timeout 4 redis-cli -h 127.0.0.1 -p "$CS_REDIS_PORT" SUBSCRIBE __cachesync:invalidate:public.demo_prices >"$sub_out" 2>&1 &
+sub_pid=$!
+sleep 0.5
+sql "INSERT INTO demo_prices VALUES ('tea', 350), ('cake', 420);"
+sql "BEGIN; UPDATE demo_prices SET cents = 1 WHERE sku = 'tea'; ROLLBACK;"
+sql "UPDATE demo_prices SET cents = 380 WHERE sku = 'tea';"
+wait "$sub_pid" || true
+echo "subscriber received (the rolled-back update is not there):"
+sed 's/^/  /' "$sub_out"
+
+say "Change stream: Redis stops while writes go on; once it is back, a consumer group reads the changes made meanwhile"
+cs_stop_redis
+sql "UPDATE demo_prices SET cents = 400 WHERE sku = 'tea';"
+sql "DELETE FROM demo_prices WHERE sku = 'cake';"
+sql "SELECT count(*) AS changes_waiting_in_the_outbox FROM cachesync.changes_outbox;"
+cs_start_redis "$CS_REDIS_PORT" >/dev/null
+sleep 3
+redis XGROUP CREATE public.demo_prices:__changes billing 0 MKSTREAM
+redis XREADGROUP GROUP billing worker-1 COUNT 10 STREAMS public.demo_prices:__changes '>'
+
 say "Drift injected by hand in Redis: validate() finds it in the background, repair fixes it"
 redis SET public.demo_users:1 '{"email": "wrong@example.com", "id": 1}'
 redis DEL public.demo_users:42
