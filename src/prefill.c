@@ -82,12 +82,7 @@ cachesync_prefill_keys(PG_FUNCTION_ARGS)
 	Oid			relid = PG_GETARG_OID(0);
 
 	cs_shmem_require();
-	if (GetTopTransactionIdIfAny() != InvalidTransactionId)
-		ereport(ERROR,
-				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
-				 errmsg("cachesync.prefill() cannot run in a transaction that has written data"),
-				 errdetail("It reads the latest committed rows, which would include this transaction's uncommitted changes."),
-				 errhint("Run it in its own transaction.")));
+	cs_require_no_writes("cachesync.prefill()");
 	t = cs_registry_get(relid);
 	cs_require_select(relid);
 	deconstruct_array(PG_GETARG_ARRAYTYPE_P(1), TEXTOID, -1, false, TYPALIGN_INT,

@@ -115,12 +115,7 @@ cachesync_reload(PG_FUNCTION_ARGS)
 	ReloadAll	all = {0};
 
 	cs_shmem_require();
-	if (GetTopTransactionIdIfAny() != InvalidTransactionId)
-		ereport(ERROR,
-				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
-				 errmsg("cachesync.reload() cannot run in a transaction that has written data"),
-				 errdetail("It reads the latest committed rows, which would include this transaction's uncommitted changes."),
-				 errhint("Run it in its own transaction.")));
+	cs_require_no_writes("cachesync.reload()");
 	SPI_connect();
 	cs_sync_progress_hook = reload_progress;
 	PG_TRY();

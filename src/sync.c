@@ -709,6 +709,22 @@ cs_sync_store(CsPipeline *p)
 }
 
 /*
+ * Throws when the current transaction has written: fn reads the latest
+ * committed rows with fresh snapshots, which would include this
+ * transaction's uncommitted changes, and publishes them in Redis.
+ */
+void
+cs_require_no_writes(const char *fn)
+{
+	if (GetTopTransactionIdIfAny() != InvalidTransactionId)
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("%s cannot run in a transaction that has written data", fn),
+				 errdetail("It reads the latest committed rows, which would include this transaction's uncommitted changes."),
+				 errhint("Run it in its own transaction.")));
+}
+
+/*
  * Throws unless the current user may SELECT relid: prefill() and reload()
  * read rows as the table's owner, which must not let a caller without
  * SELECT put them into Redis.

@@ -77,12 +77,7 @@ cachesync_prefill_top(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("top_n must not be negative")));
-	if (GetTopTransactionIdIfAny() != InvalidTransactionId)
-		ereport(ERROR,
-				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
-				 errmsg("cachesync.prefill() cannot run in a transaction that has written data"),
-				 errdetail("It reads the latest committed rows, which would include this transaction's uncommitted changes."),
-				 errhint("Run it in its own transaction.")));
+	cs_require_no_writes("cachesync.prefill()");
 	t = cs_registry_get(relid);
 	cs_require_select(relid);
 	SPI_connect();
