@@ -24,20 +24,23 @@
  *      appended before the commit under the entry's own id, so a replay
  *      after a crash finds it there instead of adding it twice; the last
  *      entry id is stored in cachesync.writeback_progress; commit;
- *   2. XACK the entries and XTRIM MINID past the last one (applied
- *      entries leave the stream: it cannot grow without bound);
- *   3. settle: the cache gets each touched row as Postgres stored it
- *      (defaults, triggers, generated columns), read with a fresh snapshot
- *      and a populator version (version.c), through cachesync_settle,
- *      which writes only unless the row's guard names a newer entry (an
- *      application wrote the key again meanwhile; that entry settles it).
+ *   2. settle: the cache gets each touched row (dead-lettered ones too) as
+ *      Postgres stored it (defaults, triggers, generated columns; no row:
+ *      no key), read with a fresh snapshot and a populator version
+ *      (version.c), through cachesync_settle, which writes only unless the
+ *      row's guard names a newer entry (an application wrote the key again
+ *      meanwhile; that entry settles it);
+ *   3. XACK the entries and XTRIM MINID past the last one (applied
+ *      entries leave the stream: it cannot grow without bound).  Only
+ *      after the settle: a crash or a failed settle before the ack brings
+ *      the entries back, skipped as applied and settled again.
  *
  * Exactly once in effect: an entry's change and the progress row commit
  * together.  After a crash before the commit, nothing of the batch is
  * applied and the entries are still pending in the group: the worker reads
  * its own pending entries first (XREADGROUP ... 0) whenever it starts or
  * reconnects.  After a crash between the commit and XACK, those entries come
- * back too, and are skipped as ids <= the stored last id.
+ * back too, and are skipped as ids <= the stored last id (and settled).
  *
  * Recovery: a failure (Redis down, NOGROUP after FLUSHALL or a deleted
  * stream or group, an ERROR) backs off exponentially up to 5 s and then
@@ -932,10 +935,19 @@ process_stream(WbTable *wt, CsReply *entries)
 	cs_stats_add(wt->relid, CS_STAT_WB_DEAD, b.dead);
 	if (b.last_error)
 		cs_stats_error(wt->relid, b.last_error);
-	/* committed: a failure from here on is repaired by the skip on replay */
-	if (!ack_batch(&b))
+	/*
+	 * Committed.  Settle before acknowledging: until the entries are acked
+	 * they come back after a crash or a failed settle (read as our pending
+	 * entries), are skipped as already applied and settled again, so the
+	 * cache never keeps what cachesync_upsert merged (perhaps a value
+	 * Postgres refused) nor a guard without TTL.
+	 */
+	if (!in_xact(settle_batch, &b, "settling write-back rows") || !ack_batch(&b))
+	{
+		wb_ready = false;		/* read our pending entries again */
 		return false;
-	return in_xact(settle_batch, &b, "settling write-back rows");
+	}
+	return true;
 }
 
 /* Publishes each table's pending entries and the age of the oldest. */

@@ -70,6 +70,26 @@ is($node->safe_psql('postgres',
 	"SELECT wb_applied, wb_dead_lettered, last_error IS NOT NULL FROM cachesync.stats WHERE rel = 'dl'::regclass"),
 	'11|11|t', 'stats count applied and dead-lettered entries and keep the last error');
 
+# a dead-lettered upsert of an existing row: the cache goes back to the row
+$last = $redis->cli('FCALL', 'cachesync_upsert', '2', 'public.dl:100', $s, '{"id":100,"n":-5}');
+ok(CacheSync::WriteBack::wait_applied($node, 'dl', $last), 'a refused upsert of an existing row');
+ok(CacheSync::WriteBack::wait_for(sub { ($redis->cli('GET', 'public.dl:100') // '') eq '{"id":100,"n":0,"t":"x"}' }),
+	'its cached value is settled back to the committed row');
+
+# the settle comes before the ack: a failed settle (here: the row's guard
+# is not a string) leaves the entry pending; it is re-read, skipped as
+# applied, and settled once the settle can succeed
+$redis->cli('HSET', '__cachesync:wbid:public.dl:300', 'x', 'y');
+$last = $redis->cli('XADD', $s, '*', 'op', 'upsert', 'data', '{"id":300,"n":3}', 'key', 'public.dl:300');
+ok(CacheSync::WriteBack::wait_applied($node, 'dl', $last), 'the entry is applied');
+ok(CacheSync::WriteBack::wait_for(sub {
+	slurp_file($node->logfile) =~ /settling the cache after write-back failed/ }), 'its settle fails');
+is($redis->cli('XLEN', $s), '1', 'the entry is not acknowledged before its settle');
+$redis->cli('DEL', '__cachesync:wbid:public.dl:300');
+ok(CacheSync::WriteBack::wait_for(sub { $redis->cli('XLEN', $s) eq '0' }), 'then it is acknowledged');
+is($redis->cli('GET', 'public.dl:300'), '{"id":300,"n":3,"t":"x"}', 'after the skip path settled it');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM dl WHERE id = 300'), '1', 'applied once');
+
 # a dead letter is written once per entry, even when written again after a crash
 $redis->cli('FCALL', 'cachesync_deadletter', '1', 'dup:dlq', '5-5', 'op', 'x', 'id', '5-5');
 $redis->cli('FCALL', 'cachesync_deadletter', '1', 'dup:dlq', '5-5', 'op', 'x', 'id', '5-5');
@@ -77,7 +97,7 @@ is($redis->cli('XLEN', 'dup:dlq'), '1', 'writing a dead letter twice keeps one')
 
 # fix two causes, then replay everything: those two apply, the rest comes back
 $node->safe_psql('postgres', 'ALTER TABLE dl ADD COLUMN nope int; ALTER TABLE dl DROP CONSTRAINT n_positive');
-is($node->safe_psql('postgres', "SELECT cachesync.replay_dead_letters('dl')"), '11', 'replay re-appends every dead letter');
+is($node->safe_psql('postgres', "SELECT cachesync.replay_dead_letters('dl')"), '12', 'replay re-appends every dead letter');
 ok(CacheSync::WriteBack::wait_for(sub {
 	$node->safe_psql('postgres', "SELECT count(*) FROM dl WHERE id IN (2, 5)") eq '2' }),
 	'the entries whose cause was fixed are applied');
