@@ -660,9 +660,31 @@ apply_fields(CsTable *t, const CsReply *fields)
 }
 
 /*
+ * Returns true for errors that say nothing about the entry: deadlock,
+ * serialization failure (class 40), lock not available (55P03), query
+ * cancel, statement timeout, shutdown (class 57), out of memory or disk
+ * (class 53), system errors (class 58).  Such an entry is retried with
+ * its whole batch, never dead-lettered.
+ */
+static bool
+wb_transient(int sqlerrcode)
+{
+	int			category = ERRCODE_TO_CATEGORY(sqlerrcode);
+
+	return category == ERRCODE_TRANSACTION_ROLLBACK ||
+		category == ERRCODE_INSUFFICIENT_RESOURCES ||
+		category == ERRCODE_OPERATOR_INTERVENTION ||
+		category == ERRCODE_SYSTEM_ERROR ||
+		sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
+}
+
+/*
  * Applies one entry in its own subtransaction, as the table's owner, with
- * capture of the table off.  t may be freed once this returns (wb_lookup).  Returns true with *key set, or false with the
- * error in *edata (allocated in cxt) and nothing of the entry left.
+ * capture of the table off.  A transient error (wb_transient) is thrown
+ * again after the subtransaction's rollback: the batch rolls back and is
+ * retried later with back-off.  t may be freed once this returns
+ * (wb_lookup).  Returns true with *key set, or false with the error in
+ * *edata (allocated in cxt) and nothing of the entry left.
  */
 static bool
 apply_entry(CsTable *t, const CsReply *fields, char **key, ErrorData **edata,
@@ -714,6 +736,8 @@ apply_entry(CsTable *t, const CsReply *fields, char **key, ErrorData **edata,
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(old);
 		CurrentResourceOwner = owner;
+		if (wb_transient((*edata)->sqlerrcode))
+			ReThrowError(*edata);
 		ok = false;
 	}
 	PG_END_TRY();

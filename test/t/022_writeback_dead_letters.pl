@@ -110,4 +110,22 @@ my $one = $node->safe_psql('postgres',
 is($node->safe_psql('postgres', "SELECT cachesync.replay_dead_letters('dl', ARRAY['$one'])"), '1',
 	'one dead letter can be replayed by id');
 
+# transient errors (here a serialization failure, the first time only: a
+# sequence is not rolled back) are retried with the batch, never
+# dead-lettered
+$node->safe_psql('postgres', q{
+	CREATE SEQUENCE tr_tries;
+	CREATE TABLE tr (id int PRIMARY KEY);
+	CREATE FUNCTION tr_fail() RETURNS trigger LANGUAGE plpgsql AS
+	  $$BEGIN IF nextval('tr_tries') = 1 THEN
+	    RAISE EXCEPTION 'try again' USING ERRCODE = '40001'; END IF; RETURN NEW; END$$;
+	CREATE TRIGGER tr_fail BEFORE INSERT ON tr FOR EACH ROW EXECUTE FUNCTION tr_fail();
+	SET client_min_messages = warning;
+	SELECT cachesync.register('tr', mode => 'write_back');
+});
+$last = $redis->cli('XADD', 'public.tr:__writeback', '*', 'op', 'upsert', 'data', '{"id":1}');
+ok(CacheSync::WriteBack::wait_applied($node, 'tr', $last), 'an entry failing with 40001 once is applied');
+is($node->safe_psql('postgres', "SELECT (SELECT count(*) FROM tr) || '|' || (SELECT count(*) FROM cachesync.dead_letters('tr'))"),
+	'1|0', 'retried, not dead-lettered');
+
 done_testing();
