@@ -17,7 +17,8 @@
  * latch and postmaster death end the wait at once.
  *
  * A batch of one stream is:
- *   1. one transaction: every entry in stream order, each in its own
+ *   1. one transaction (constraints all immediate, so deferred ones are
+ *      checked per entry): every entry in stream order, each in its own
  *      subtransaction, as the table's owner, with capture of that table
  *      off (no echo); an entry that fails is rolled back alone and its
  *      original fields, error and SQLSTATE go to the dead-letter stream,
@@ -832,6 +833,14 @@ apply_batch(void *arg)
 
 	if (wb_lookup(relid) == NULL)
 		return false;
+	/*
+	 * Deferred constraints and constraint triggers would fire at COMMIT,
+	 * outside every entry's subtransaction: one bad entry would abort the
+	 * batch again and again.  Checked at the end of each entry's statement
+	 * instead, a violation dead-letters that entry alone.
+	 */
+	if (SPI_execute("SET CONSTRAINTS ALL IMMEDIATE", false, 0) < 0)
+		elog(ERROR, "could not set constraints immediate");
 	dlq = cs_pipeline_create();
 	progress = start = read_progress(relid);
 	for (size_t i = 0; i < b->entries->nelem; i++)

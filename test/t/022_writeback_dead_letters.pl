@@ -128,4 +128,25 @@ ok(CacheSync::WriteBack::wait_applied($node, 'tr', $last), 'an entry failing wit
 is($node->safe_psql('postgres', "SELECT (SELECT count(*) FROM tr) || '|' || (SELECT count(*) FROM cachesync.dead_letters('tr'))"),
 	'1|0', 'retried, not dead-lettered');
 
+# deferred constraints are checked per entry: a violation dead-letters
+# that entry alone instead of failing the batch at COMMIT
+$node->safe_psql('postgres', q{
+	CREATE TABLE par (id int PRIMARY KEY);
+	INSERT INTO par VALUES (1);
+	CREATE TABLE ch (id int PRIMARY KEY,
+	                 p int REFERENCES par DEFERRABLE INITIALLY DEFERRED);
+	SET client_min_messages = warning;
+	SELECT cachesync.register('ch', mode => 'write_back');
+});
+CacheSync::WriteBack::pipe_commands($redis,
+	[ 'XADD', 'public.ch:__writeback', '*', 'op', 'upsert', 'data', '{"id":1,"p":1}' ],
+	[ 'XADD', 'public.ch:__writeback', '*', 'op', 'upsert', 'data', '{"id":2,"p":99}' ],
+	[ 'XADD', 'public.ch:__writeback', '*', 'op', 'upsert', 'data', '{"id":3,"p":1}' ]);
+$last = $redis->cli('XADD', 'public.ch:__writeback', '*', 'op', 'upsert', 'data', '{"id":4,"p":1}');
+ok(CacheSync::WriteBack::wait_applied($node, 'ch', $last), 'a batch with a deferred FK violation commits');
+is($node->safe_psql('postgres', 'SELECT string_agg(id::text, \',\' ORDER BY id) FROM ch'), '1,3,4',
+	'the other entries are applied');
+is($node->safe_psql('postgres', q{SELECT data || ' ' || sqlstate FROM cachesync.dead_letters('ch')}),
+	'{"id":2,"p":99} 23503', 'the violating entry is dead-lettered');
+
 done_testing();
