@@ -43,6 +43,14 @@ SELECT cachesync.redis_command('FCALL', 'cachesync_upsert', '2', 'public.wb_item
        'public.wb_through:__writeback', '{"id":1}');
 SELECT cachesync.redis_command('FCALL', 'cachesync_delete', '2', 'public.wb_items:1',
        'nosuch:__writeback', '{"id":1}');
+-- a row key naming one of the table's streams is refused (SET/DEL would destroy it)
+SELECT cachesync.redis_command('FCALL', 'cachesync_upsert', '2', 'public.wb_items:__writeback',
+       'public.wb_items:__writeback', '{"id":1}');
+SELECT cachesync.redis_command('FCALL', 'cachesync_delete', '2', 'public.wb_items:__writeback:dlq',
+       'public.wb_items:__writeback', '{"id":1}');
+SELECT cachesync.redis_command('FCALL', 'cachesync_upsert', '2', 'public.wb_items:__changes',
+       'public.wb_items:__writeback', '{"id":1}');
+SELECT cachesync.redis_command('TYPE', 'public.wb_items:__writeback:dlq');
 
 -- admin only
 CREATE ROLE wb_nobody;

@@ -11,7 +11,7 @@
 #define CACHESYNC_FUNCTIONS_H
 
 /* bump whenever the library's code changes */
-#define CS_FUNCTIONS_VERSION "3wb"
+#define CS_FUNCTIONS_VERSION "3wb1"
 
 extern const char cs_functions_code[];
 
