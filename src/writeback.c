@@ -431,7 +431,28 @@ write_progress(Oid relid, const char *id)
 		elog(ERROR, "could not write cachesync.writeback_progress");
 }
 
-/* Throws unless every JSON key of data names a column of t; returns their attnums. */
+/*
+ * Returns true when column att of t is cached.  Only those may be written
+ * back: columns left out with columns => (a password hash, say) must not
+ * be writable by a Redis client as the table's owner.
+ */
+static bool
+is_cached(CsTable *t, AttrNumber att)
+{
+	if (t->all_columns)
+		return true;
+	for (int i = 0; i < t->ncolumns; i++)
+	{
+		if (t->column_attnums[i] == att)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Throws unless every JSON key of data names a cached column of t (42703
+ * for no such column, 42501 for one not cached); returns their attnums.
+ */
 static List *
 data_columns(CsTable *t, Jsonb *data)
 {
@@ -454,6 +475,12 @@ data_columns(CsTable *t, Jsonb *data)
 					(errcode(ERRCODE_UNDEFINED_COLUMN),
 					 errmsg("column \"%s\" of relation \"%s\" does not exist",
 							name, get_rel_name(t->relid))));
+		if (!is_cached(t, att))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("column \"%s\" of relation \"%s\" is not cached and cannot be written back",
+							name, get_rel_name(t->relid)),
+					 errhint("Write-back writes only the columns registered with columns => (key columns included).")));
 		cols = lappend_int(cols, att);
 	}
 	for (int i = 0; i < t->nkeys; i++)

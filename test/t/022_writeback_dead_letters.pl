@@ -149,4 +149,19 @@ is($node->safe_psql('postgres', 'SELECT string_agg(id::text, \',\' ORDER BY id) 
 is($node->safe_psql('postgres', q{SELECT data || ' ' || sqlstate FROM cachesync.dead_letters('ch')}),
 	'{"id":2,"p":99} 23503', 'the violating entry is dead-lettered');
 
+# columns left out of the cache cannot be written back
+$node->safe_psql('postgres', q{
+	CREATE TABLE sec (id int PRIMARY KEY, name text, secret text);
+	SET client_min_messages = warning;
+	SELECT cachesync.register('sec', mode => 'write_back', columns => ARRAY['name']);
+});
+$redis->cli('XADD', 'public.sec:__writeback', '*', 'op', 'upsert', 'data', '{"id":1,"name":"n","secret":"s"}');
+$last = $redis->cli('XADD', 'public.sec:__writeback', '*', 'op', 'upsert', 'data', '{"id":2,"name":"m"}');
+ok(CacheSync::WriteBack::wait_applied($node, 'sec', $last), 'entries of a table with uncached columns');
+is($node->safe_psql('postgres', 'SELECT string_agg(id || name || coalesce(secret, \'-\'), \',\' ORDER BY id) FROM sec'),
+	'2m-', 'an entry writing an uncached column is not applied');
+is($node->safe_psql('postgres', q{SELECT sqlstate || ' ' || error FROM cachesync.dead_letters('sec')}),
+	'42501 column "secret" of relation "sec" is not cached and cannot be written back',
+	'it is dead-lettered with 42501');
+
 done_testing();
