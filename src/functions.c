@@ -27,7 +27,8 @@
  *                     the row's write-back guard; returns the entry id
  *   cachesync_delete  the same with DEL and op=delete
  *                     (both refuse a row key naming one of the table's
- *                     streams: __writeback, __writeback:dlq, __changes)
+ *                     streams: __writeback, __writeback:dlq, __changes,
+ *                     and data longer than CS_WB_MAX_DATA bytes)
  *   cachesync_settle  KEYS row key, version key, guard key; ARGV entry id,
  *                     'p' or 'd', then the put or del arguments: the worker
  *                     writes the stored row unless the guard names another
@@ -125,6 +126,9 @@ const char	cs_functions_code[] =
 "  local base = string.sub(keys[2], 1, #keys[2] - 11)\n"
 "  if keys[1] == keys[2] or keys[1] == keys[2] .. ':dlq' or keys[1] == base .. '__changes' then\n"
 "    return nil, 'ERR cachesync: ' .. keys[1] .. ' is a stream of the table, not a row key'\n"
+"  end\n"
+"  if #args[1] > " CppAsString2(CS_WB_MAX_DATA) " then\n"
+"    return nil, 'ERR cachesync: data is larger than " CppAsString2(CS_WB_MAX_DATA) " bytes'\n"
 "  end\n"
 "  local meta, g = wb_meta(keys[2])\n"
 "  if not meta then\n"

@@ -11,7 +11,13 @@
 #define CACHESYNC_FUNCTIONS_H
 
 /* bump whenever the library's code changes */
-#define CS_FUNCTIONS_VERSION "3wb1"
+#define CS_FUNCTIONS_VERSION "3wb2"
+
+/*
+ * The longest data (bytes of JSON) cachesync_upsert/delete accept: the
+ * write-back worker holds a whole batch of entries in memory.
+ */
+#define CS_WB_MAX_DATA 1048576
 
 extern const char cs_functions_code[];
 

@@ -80,6 +80,7 @@
 
 #include "cachesync.h"
 #include "capture.h"
+#include "functions.h"
 #include "keys.h"
 #include "redis.h"
 #include "registry.h"
@@ -95,6 +96,8 @@
 #define WB_BLOCK_MS 1000
 #define WB_REFRESH_MS 5000
 #define WB_MAX_BACKOFF_MS 5000
+#define WB_MAX_READ 1000		/* entries read per stream and round */
+#define WB_MAX_DEAD_LETTERS 10000	/* rows dead_letters() returns at most */
 
 PGDLLEXPORT void cachesync_writeback_main(Datum arg);
 
@@ -1059,7 +1062,8 @@ read_entries(void)
 	CsReply   **r;
 	ListCell   *lc;
 
-	snprintf(count, sizeof(count), "%d", cachesync_batch_size);
+	/* bounded per stream: an entry's data may be up to CS_WB_MAX_DATA */
+	snprintf(count, sizeof(count), "%d", Min(cachesync_batch_size, WB_MAX_READ));
 	argv[argc++] = "XREADGROUP";
 	argv[argc++] = "GROUP";
 	argv[argc++] = WB_GROUP;
@@ -1217,10 +1221,11 @@ cachesync_dead_letters(PG_FUNCTION_ARGS)
 	char		count[16];
 	CsReply    *r;
 
-	if (max <= 0)
+	if (max <= 0 || max > WB_MAX_DEAD_LETTERS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("max_entries must be positive")));
+				 errmsg("max_entries must be between 1 and %d", WB_MAX_DEAD_LETTERS),
+				 errhint("List at most %d at a time; replayed dead letters leave the dead-letter stream.", WB_MAX_DEAD_LETTERS)));
 	snprintf(count, sizeof(count), "%d", max);
 	r = cs_redis_command_strs(6, (const char *[]) {"XRANGE", cs_wb_stream(t, true), "-", "+",
 							  "COUNT", count});
