@@ -46,7 +46,8 @@
  * Recovery: a failure (Redis down, NOGROUP after FLUSHALL or a deleted
  * stream or group, an ERROR) backs off exponentially up to 5 s and then
  * publishes the metadata and creates the groups again (XGROUP CREATE ...
- * MKSTREAM), so a flushed Redis never becomes a hot loop.
+ * MKSTREAM), so a flushed Redis never becomes a hot loop.  A stream whose
+ * group cannot be created (WRONGTYPE) is left out alone until a refresh.
  *
  *-------------------------------------------------------------------------
  */
@@ -127,6 +128,7 @@ static bool wb_ready = false;	/* metadata and groups are in place */
 static bool wb_read_own = true; /* read our pending entries first */
 static TimestampTz wb_refresh_at = 0;
 static bool wb_redis_down = false;
+static char *wb_broken = NULL;	/* streams left out at the last publish */
 
 /* Registers the write-back worker; called from _PG_init while preloading. */
 void
@@ -343,6 +345,8 @@ publish(void)
 	char	   *meta_key = cs_wb_meta_key();
 	ListCell   *lc;
 	int			base;
+	StringInfoData broken;
+	int			created = 0;
 
 	cs_pipeline_append_strs(p, 1, (const char *[]) {"MULTI"});
 	cs_pipeline_append_strs(p, 2, (const char *[]) {"DEL", meta_key});
@@ -366,11 +370,32 @@ publish(void)
 	if (r[base - 1]->type != CS_REPLY_ARRAY)
 		return wb_failed("publishing write-back metadata",
 						 r[base - 1]->str ? r[base - 1]->str : "EXEC failed") != WB_FAILED;
-	for (int i = base; i < p->ncommands; i++)
+	/*
+	 * A stream whose group cannot be created (its key holds another type,
+	 * say) is left out until the next refresh, alone: the other tables go
+	 * on.  Logged once per stream and error, not at every refresh.
+	 */
+	initStringInfo(&broken);
+	foreach(lc, wb_tables)
 	{
-		if (r[i]->type == CS_REPLY_ERROR && strncmp(r[i]->str, "BUSYGROUP", 9) != 0)
-			return wb_failed("creating a write-back consumer group", r[i]->str) != WB_FAILED;
+		WbTable    *wt = lfirst(lc);
+		CsReply    *g = r[base + created++];	/* index in the list changes */
+		char	   *line;
+
+		if (g->type != CS_REPLY_ERROR || strncmp(g->str, "BUSYGROUP", 9) == 0)
+			continue;
+		line = psprintf("%s: %s\n", wt->stream, g->str);
+		if (wb_broken == NULL || strstr(wb_broken, line) == NULL)
+			ereport(LOG,
+					(errmsg("cachesync writeback: cannot read write-back stream \"%s\"; skipping it until it can be",
+							wt->stream),
+					 errdetail_internal("%s", g->str)));
+		appendStringInfoString(&broken, line);
+		wb_tables = foreach_delete_current(wb_tables, lc);
 	}
+	if (wb_broken)
+		pfree(wb_broken);
+	wb_broken = MemoryContextStrdup(TopMemoryContext, broken.data);
 	return true;
 }
 

@@ -164,4 +164,14 @@ is($node->safe_psql('postgres', q{SELECT sqlstate || ' ' || error FROM cachesync
 	'42501 column "secret" of relation "sec" is not cached and cannot be written back',
 	'it is dead-lettered with 42501');
 
+# one stream that cannot be read (its key holds a string) is skipped alone
+$node->safe_psql('postgres', q{CREATE TABLE bad (id int PRIMARY KEY)});
+$redis->cli('SET', 'public.bad:__writeback', 'not a stream');
+$node->safe_psql('postgres', q{SET client_min_messages = warning; SELECT cachesync.register('bad', mode => 'write_back')});
+ok(CacheSync::WriteBack::wait_for(sub {
+	slurp_file($node->logfile) =~ /cannot read write-back stream "public.bad:__writeback"/ }),
+	'a stream whose group cannot be created is logged');
+$last = $redis->cli('XADD', 'public.dl:__writeback', '*', 'op', 'upsert', 'data', '{"id":400}');
+ok(CacheSync::WriteBack::wait_applied($node, 'dl', $last), 'the other streams are still applied');
+
 done_testing();
