@@ -43,6 +43,31 @@ SELECT cachesync.redis_command('FCALL', 'cachesync_upsert', '2', 'public.wb_item
        'public.wb_through:__writeback', '{"id":1}');
 SELECT cachesync.redis_command('FCALL', 'cachesync_delete', '2', 'public.wb_items:1',
        'nosuch:__writeback', '{"id":1}');
+-- a row key naming one of the table's streams is refused (SET/DEL would destroy it)
+SELECT cachesync.redis_command('FCALL', 'cachesync_upsert', '2', 'public.wb_items:__writeback',
+       'public.wb_items:__writeback', '{"id":1}');
+SELECT cachesync.redis_command('FCALL', 'cachesync_delete', '2', 'public.wb_items:__writeback:dlq',
+       'public.wb_items:__writeback', '{"id":1}');
+SELECT cachesync.redis_command('FCALL', 'cachesync_upsert', '2', 'public.wb_items:__changes',
+       'public.wb_items:__writeback', '{"id":1}');
+SELECT cachesync.redis_command('TYPE', 'public.wb_items:__writeback:dlq');
+-- so is data above 1 MB
+SELECT cachesync.redis_command('FCALL', 'cachesync_upsert', '2', 'public.wb_items:1',
+       'public.wb_items:__writeback', '{"id":1,"name":"' || repeat('x', 1048576) || '"}');
+-- dead_letters lists at most 10000 at a time
+SELECT * FROM cachesync.dead_letters('wb_items', 10001);
+
+-- write_back needs a unique index on exactly the key columns (ON CONFLICT)
+CREATE TABLE wb_wide (a int NOT NULL, b int NOT NULL, PRIMARY KEY (a));
+SELECT cachesync.register('wb_wide', mode => 'write_back', key_columns => ARRAY['a', 'b']);
+CREATE TABLE wb_deferred (id int NOT NULL UNIQUE DEFERRABLE);
+SELECT cachesync.register('wb_deferred', mode => 'write_back', key_columns => ARRAY['id']);
+CREATE UNIQUE INDEX ON wb_wide (b, a);
+SET client_min_messages = warning;
+SELECT cachesync.register('wb_wide', mode => 'write_back', key_columns => ARRAY['a', 'b']);
+SELECT cachesync.unregister('wb_wide');
+RESET client_min_messages;
+DROP TABLE wb_wide, wb_deferred;
 
 -- admin only
 CREATE ROLE wb_nobody;

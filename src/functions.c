@@ -26,6 +26,9 @@
  *                     table's TTL, appends op=upsert, records the entry id as
  *                     the row's write-back guard; returns the entry id
  *   cachesync_delete  the same with DEL and op=delete
+ *                     (both refuse a row key naming one of the table's
+ *                     streams: __writeback, __writeback:dlq, __changes,
+ *                     and data longer than CS_WB_MAX_DATA bytes)
  *   cachesync_settle  KEYS row key, version key, guard key; ARGV entry id,
  *                     'p' or 'd', then the put or del arguments: the worker
  *                     writes the stored row unless the guard names another
@@ -117,6 +120,15 @@ const char	cs_functions_code[] =
 "local function wb_check(keys, args)\n"
 "  if #keys ~= 2 or #args ~= 1 then\n"
 "    return nil, 'ERR cachesync: expected 2 keys (row key, write-back stream) and 1 argument (data)'\n"
+"  end\n"
+"  -- the table's own streams (the stream's name is the row prefix followed\n"
+"  -- by __writeback): a SET or DEL there would destroy them\n"
+"  local base = string.sub(keys[2], 1, #keys[2] - 11)\n"
+"  if keys[1] == keys[2] or keys[1] == keys[2] .. ':dlq' or keys[1] == base .. '__changes' then\n"
+"    return nil, 'ERR cachesync: ' .. keys[1] .. ' is a stream of the table, not a row key'\n"
+"  end\n"
+"  if #args[1] > " CppAsString2(CS_WB_MAX_DATA) " then\n"
+"    return nil, 'ERR cachesync: data is larger than " CppAsString2(CS_WB_MAX_DATA) " bytes'\n"
 "  end\n"
 "  local meta, g = wb_meta(keys[2])\n"
 "  if not meta then\n"

@@ -255,6 +255,61 @@ keys_are_unique(Relation rel, Bitmapset *keys)
 	return unique;
 }
 
+/*
+ * Throws unless a valid, immediate unique index without expressions or
+ * predicate has exactly the key columns: write-back applies upserts with
+ * ON CONFLICT (key columns), which needs such an index as its arbiter
+ * (a covering index on more or fewer columns fails every upsert, 42P10).
+ */
+static void
+check_write_back_keys(Relation rel, List *attnums)
+{
+	List	   *indexes = RelationGetIndexList(rel);
+	Bitmapset  *keys = NULL;
+	ListCell   *lc;
+	bool		found = false;
+	StringInfoData names;
+
+	foreach(lc, attnums)
+		keys = bms_add_member(keys, lfirst_int(lc));
+	foreach(lc, indexes)
+	{
+		HeapTuple	tup = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(lfirst_oid(lc)));
+		Form_pg_index index;
+		Bitmapset  *cols = NULL;
+
+		if (!HeapTupleIsValid(tup))
+			continue;
+		index = (Form_pg_index) GETSTRUCT(tup);
+		if (index->indisunique && index->indisvalid && index->indimmediate &&
+			heap_attisnull(tup, Anum_pg_index_indexprs, NULL) &&
+			heap_attisnull(tup, Anum_pg_index_indpred, NULL))
+		{
+			for (int i = 0; i < index->indnkeyatts; i++)
+				cols = bms_add_member(cols, index->indkey.values[i]);
+			found = bms_equal(cols, keys);
+		}
+		ReleaseSysCache(tup);
+		if (found)
+			break;
+	}
+	list_free(indexes);
+	if (found)
+		return;
+	initStringInfo(&names);
+	foreach(lc, attnums)
+		appendStringInfo(&names, "%s%s", foreach_current_index(lc) ? ", " : "",
+						 quote_identifier(NameStr(TupleDescAttr(RelationGetDescr(rel),
+																lfirst_int(lc) - 1)->attname)));
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("mode write_back needs a unique index on exactly the key columns of table \"%s\"",
+					RelationGetRelationName(rel)),
+			 errdetail("Write-back applies upserts with ON CONFLICT (%s).", names.data),
+			 errhint("Create one with CREATE UNIQUE INDEX ON %s (%s) (not deferrable, without expressions or predicate).",
+					 quote_identifier(RelationGetRelationName(rel)), names.data)));
+}
+
 /* Returns a text[] datum of the names of attnums. */
 static Datum
 names_array(Relation rel, List *attnums)
@@ -577,6 +632,8 @@ cachesync_register(PG_FUNCTION_ARGS)
 	if (reg.ttl)
 		check_ttl(reg.ttl);
 	keys = key_attnums(rel, fcinfo);
+	if (mode == CS_MODE_WRITE_BACK)
+		check_write_back_keys(rel, keys);
 	reg.key_columns = names_array(rel, keys);
 	reg.columns = cached_columns(rel, fcinfo, keys);
 	reg.key_prefix = key_prefix(rel, fcinfo);

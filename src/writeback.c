@@ -17,32 +17,37 @@
  * latch and postmaster death end the wait at once.
  *
  * A batch of one stream is:
- *   1. one transaction: every entry in stream order, each in its own
+ *   1. one transaction (constraints all immediate, so deferred ones are
+ *      checked per entry): every entry in stream order, each in its own
  *      subtransaction, as the table's owner, with capture of that table
  *      off (no echo); an entry that fails is rolled back alone and its
  *      original fields, error and SQLSTATE go to the dead-letter stream,
  *      appended before the commit under the entry's own id, so a replay
  *      after a crash finds it there instead of adding it twice; the last
  *      entry id is stored in cachesync.writeback_progress; commit;
- *   2. XACK the entries and XTRIM MINID past the last one (applied
- *      entries leave the stream: it cannot grow without bound);
- *   3. settle: the cache gets each touched row as Postgres stored it
- *      (defaults, triggers, generated columns), read with a fresh snapshot
- *      and a populator version (version.c), through cachesync_settle,
- *      which writes only unless the row's guard names a newer entry (an
- *      application wrote the key again meanwhile; that entry settles it).
+ *   2. settle: the cache gets each touched row (dead-lettered ones too) as
+ *      Postgres stored it (defaults, triggers, generated columns; no row:
+ *      no key), read with a fresh snapshot and a populator version
+ *      (version.c), through cachesync_settle, which writes only unless the
+ *      row's guard names a newer entry (an application wrote the key again
+ *      meanwhile; that entry settles it);
+ *   3. XACK the entries and XTRIM MINID past the last one (applied
+ *      entries leave the stream: it cannot grow without bound).  Only
+ *      after the settle: a crash or a failed settle before the ack brings
+ *      the entries back, skipped as applied and settled again.
  *
  * Exactly once in effect: an entry's change and the progress row commit
  * together.  After a crash before the commit, nothing of the batch is
  * applied and the entries are still pending in the group: the worker reads
  * its own pending entries first (XREADGROUP ... 0) whenever it starts or
  * reconnects.  After a crash between the commit and XACK, those entries come
- * back too, and are skipped as ids <= the stored last id.
+ * back too, and are skipped as ids <= the stored last id (and settled).
  *
  * Recovery: a failure (Redis down, NOGROUP after FLUSHALL or a deleted
  * stream or group, an ERROR) backs off exponentially up to 5 s and then
  * publishes the metadata and creates the groups again (XGROUP CREATE ...
- * MKSTREAM), so a flushed Redis never becomes a hot loop.
+ * MKSTREAM), so a flushed Redis never becomes a hot loop.  A stream whose
+ * group cannot be created (WRONGTYPE) is left out alone until a refresh.
  *
  *-------------------------------------------------------------------------
  */
@@ -76,6 +81,7 @@
 
 #include "cachesync.h"
 #include "capture.h"
+#include "functions.h"
 #include "keys.h"
 #include "redis.h"
 #include "registry.h"
@@ -91,6 +97,8 @@
 #define WB_BLOCK_MS 1000
 #define WB_REFRESH_MS 5000
 #define WB_MAX_BACKOFF_MS 5000
+#define WB_MAX_READ 1000		/* entries read per stream and round */
+#define WB_MAX_DEAD_LETTERS 10000	/* rows dead_letters() returns at most */
 
 PGDLLEXPORT void cachesync_writeback_main(Datum arg);
 
@@ -120,6 +128,7 @@ static bool wb_ready = false;	/* metadata and groups are in place */
 static bool wb_read_own = true; /* read our pending entries first */
 static TimestampTz wb_refresh_at = 0;
 static bool wb_redis_down = false;
+static char *wb_broken = NULL;	/* streams left out at the last publish */
 
 /* Registers the write-back worker; called from _PG_init while preloading. */
 void
@@ -336,6 +345,8 @@ publish(void)
 	char	   *meta_key = cs_wb_meta_key();
 	ListCell   *lc;
 	int			base;
+	StringInfoData broken;
+	int			created = 0;
 
 	cs_pipeline_append_strs(p, 1, (const char *[]) {"MULTI"});
 	cs_pipeline_append_strs(p, 2, (const char *[]) {"DEL", meta_key});
@@ -359,11 +370,32 @@ publish(void)
 	if (r[base - 1]->type != CS_REPLY_ARRAY)
 		return wb_failed("publishing write-back metadata",
 						 r[base - 1]->str ? r[base - 1]->str : "EXEC failed") != WB_FAILED;
-	for (int i = base; i < p->ncommands; i++)
+	/*
+	 * A stream whose group cannot be created (its key holds another type,
+	 * say) is left out until the next refresh, alone: the other tables go
+	 * on.  Logged once per stream and error, not at every refresh.
+	 */
+	initStringInfo(&broken);
+	foreach(lc, wb_tables)
 	{
-		if (r[i]->type == CS_REPLY_ERROR && strncmp(r[i]->str, "BUSYGROUP", 9) != 0)
-			return wb_failed("creating a write-back consumer group", r[i]->str) != WB_FAILED;
+		WbTable    *wt = lfirst(lc);
+		CsReply    *g = r[base + created++];	/* index in the list changes */
+		char	   *line;
+
+		if (g->type != CS_REPLY_ERROR || strncmp(g->str, "BUSYGROUP", 9) == 0)
+			continue;
+		line = psprintf("%s: %s\n", wt->stream, g->str);
+		if (wb_broken == NULL || strstr(wb_broken, line) == NULL)
+			ereport(LOG,
+					(errmsg("cachesync writeback: cannot read write-back stream \"%s\"; skipping it until it can be",
+							wt->stream),
+					 errdetail_internal("%s", g->str)));
+		appendStringInfoString(&broken, line);
+		wb_tables = foreach_delete_current(wb_tables, lc);
 	}
+	if (wb_broken)
+		pfree(wb_broken);
+	wb_broken = MemoryContextStrdup(TopMemoryContext, broken.data);
 	return true;
 }
 
@@ -427,7 +459,28 @@ write_progress(Oid relid, const char *id)
 		elog(ERROR, "could not write cachesync.writeback_progress");
 }
 
-/* Throws unless every JSON key of data names a column of t; returns their attnums. */
+/*
+ * Returns true when column att of t is cached.  Only those may be written
+ * back: columns left out with columns => (a password hash, say) must not
+ * be writable by a Redis client as the table's owner.
+ */
+static bool
+is_cached(CsTable *t, AttrNumber att)
+{
+	if (t->all_columns)
+		return true;
+	for (int i = 0; i < t->ncolumns; i++)
+	{
+		if (t->column_attnums[i] == att)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Throws unless every JSON key of data names a cached column of t (42703
+ * for no such column, 42501 for one not cached); returns their attnums.
+ */
 static List *
 data_columns(CsTable *t, Jsonb *data)
 {
@@ -450,6 +503,12 @@ data_columns(CsTable *t, Jsonb *data)
 					(errcode(ERRCODE_UNDEFINED_COLUMN),
 					 errmsg("column \"%s\" of relation \"%s\" does not exist",
 							name, get_rel_name(t->relid))));
+		if (!is_cached(t, att))
+			ereport(ERROR,
+					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+					 errmsg("column \"%s\" of relation \"%s\" is not cached and cannot be written back",
+							name, get_rel_name(t->relid)),
+					 errhint("Write-back writes only the columns registered with columns => (key columns included).")));
 		cols = lappend_int(cols, att);
 	}
 	for (int i = 0; i < t->nkeys; i++)
@@ -657,9 +716,31 @@ apply_fields(CsTable *t, const CsReply *fields)
 }
 
 /*
+ * Returns true for errors that say nothing about the entry: deadlock,
+ * serialization failure (class 40), lock not available (55P03), query
+ * cancel, statement timeout, shutdown (class 57), out of memory or disk
+ * (class 53), system errors (class 58).  Such an entry is retried with
+ * its whole batch, never dead-lettered.
+ */
+static bool
+wb_transient(int sqlerrcode)
+{
+	int			category = ERRCODE_TO_CATEGORY(sqlerrcode);
+
+	return category == ERRCODE_TRANSACTION_ROLLBACK ||
+		category == ERRCODE_INSUFFICIENT_RESOURCES ||
+		category == ERRCODE_OPERATOR_INTERVENTION ||
+		category == ERRCODE_SYSTEM_ERROR ||
+		sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
+}
+
+/*
  * Applies one entry in its own subtransaction, as the table's owner, with
- * capture of the table off.  t may be freed once this returns (wb_lookup).  Returns true with *key set, or false with the
- * error in *edata (allocated in cxt) and nothing of the entry left.
+ * capture of the table off.  A transient error (wb_transient) is thrown
+ * again after the subtransaction's rollback: the batch rolls back and is
+ * retried later with back-off.  t may be freed once this returns
+ * (wb_lookup).  Returns true with *key set, or false with the error in
+ * *edata (allocated in cxt) and nothing of the entry left.
  */
 static bool
 apply_entry(CsTable *t, const CsReply *fields, char **key, ErrorData **edata,
@@ -711,6 +792,8 @@ apply_entry(CsTable *t, const CsReply *fields, char **key, ErrorData **edata,
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(old);
 		CurrentResourceOwner = owner;
+		if (wb_transient((*edata)->sqlerrcode))
+			ReThrowError(*edata);
 		ok = false;
 	}
 	PG_END_TRY();
@@ -805,6 +888,14 @@ apply_batch(void *arg)
 
 	if (wb_lookup(relid) == NULL)
 		return false;
+	/*
+	 * Deferred constraints and constraint triggers would fire at COMMIT,
+	 * outside every entry's subtransaction: one bad entry would abort the
+	 * batch again and again.  Checked at the end of each entry's statement
+	 * instead, a violation dead-letters that entry alone.
+	 */
+	if (SPI_execute("SET CONSTRAINTS ALL IMMEDIATE", false, 0) < 0)
+		elog(ERROR, "could not set constraints immediate");
 	dlq = cs_pipeline_create();
 	progress = start = read_progress(relid);
 	for (size_t i = 0; i < b->entries->nelem; i++)
@@ -932,10 +1023,19 @@ process_stream(WbTable *wt, CsReply *entries)
 	cs_stats_add(wt->relid, CS_STAT_WB_DEAD, b.dead);
 	if (b.last_error)
 		cs_stats_error(wt->relid, b.last_error);
-	/* committed: a failure from here on is repaired by the skip on replay */
-	if (!ack_batch(&b))
+	/*
+	 * Committed.  Settle before acknowledging: until the entries are acked
+	 * they come back after a crash or a failed settle (read as our pending
+	 * entries), are skipped as already applied and settled again, so the
+	 * cache never keeps what cachesync_upsert merged (perhaps a value
+	 * Postgres refused) nor a guard without TTL.
+	 */
+	if (!in_xact(settle_batch, &b, "settling write-back rows") || !ack_batch(&b))
+	{
+		wb_ready = false;		/* read our pending entries again */
 		return false;
-	return in_xact(settle_batch, &b, "settling write-back rows");
+	}
+	return true;
 }
 
 /* Publishes each table's pending entries and the age of the oldest. */
@@ -987,7 +1087,8 @@ read_entries(void)
 	CsReply   **r;
 	ListCell   *lc;
 
-	snprintf(count, sizeof(count), "%d", cachesync_batch_size);
+	/* bounded per stream: an entry's data may be up to CS_WB_MAX_DATA */
+	snprintf(count, sizeof(count), "%d", Min(cachesync_batch_size, WB_MAX_READ));
 	argv[argc++] = "XREADGROUP";
 	argv[argc++] = "GROUP";
 	argv[argc++] = WB_GROUP;
@@ -1145,10 +1246,11 @@ cachesync_dead_letters(PG_FUNCTION_ARGS)
 	char		count[16];
 	CsReply    *r;
 
-	if (max <= 0)
+	if (max <= 0 || max > WB_MAX_DEAD_LETTERS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("max_entries must be positive")));
+				 errmsg("max_entries must be between 1 and %d", WB_MAX_DEAD_LETTERS),
+				 errhint("List at most %d at a time; replayed dead letters leave the dead-letter stream.", WB_MAX_DEAD_LETTERS)));
 	snprintf(count, sizeof(count), "%d", max);
 	r = cs_redis_command_strs(6, (const char *[]) {"XRANGE", cs_wb_stream(t, true), "-", "+",
 							  "COUNT", count});
