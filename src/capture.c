@@ -978,7 +978,7 @@ as_registered_row(CsTable *t, TupleDesc partdesc, HeapTuple tuple, TupleDesc *de
  * registration is out of date.
  */
 static CsTable *
-capture_target(TriggerData *td)
+capture_target(TriggerData *td, bool *cache)
 {
 	CsTable    *t;
 
@@ -986,7 +986,14 @@ capture_target(TriggerData *td)
 		return NULL;
 	cs_shmem_require();
 	t = trigger_table(td);
-	if (t == NULL || t->relid == cs_capture_skip_relid)
+	if (t == NULL)
+		return NULL;
+	/*
+	 * Rows the write-back worker applies are not cache work (it settles the
+	 * keys itself), but they are changes: the change stream still gets them.
+	 */
+	*cache = (t->relid != cs_capture_skip_relid);
+	if (!*cache && !t->changes)
 		return NULL;
 	if (t->broken)
 		cs_registry_get(t->relid);	/* throws with the reason */
@@ -996,7 +1003,8 @@ capture_target(TriggerData *td)
 
 /* Records the change of one row. */
 static void
-capture_row(CsTable *t, HeapTuple oldtup, HeapTuple newtup, TupleDesc desc)
+capture_row(CsTable *t, HeapTuple oldtup, HeapTuple newtup, TupleDesc desc,
+			bool cache)
 {
 	char	   *oldkey = oldtup ? cs_row_key(t, oldtup, desc) : NULL;
 	char	   *newkey = newtup ? cs_row_key(t, newtup, desc) : NULL;
@@ -1020,6 +1028,8 @@ capture_row(CsTable *t, HeapTuple oldtup, HeapTuple newtup, TupleDesc desc)
 	}
 	if (t->changes)
 		xact_changes = true;	/* wake the worker at commit */
+	if (!cache)
+		return;
 	if (oldkey)
 		record_change(t, oldkey, NULL);
 	if (newkey)
@@ -1035,11 +1045,12 @@ cachesync_capture(PG_FUNCTION_ARGS)
 	TupleDesc	desc;
 	HeapTuple	oldtup = NULL;
 	HeapTuple	newtup = NULL;
+	bool		cache;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_FOR_ROW(td->tg_event) ||
 		!TRIGGER_FIRED_AFTER(td->tg_event))
 		elog(ERROR, "cachesync.capture() must be an AFTER ... FOR EACH ROW trigger");
-	t = capture_target(td);
+	t = capture_target(td, &cache);
 	if (t == NULL)
 		return PointerGetDatum(NULL);
 
@@ -1061,7 +1072,7 @@ cachesync_capture(PG_FUNCTION_ARGS)
 		oldtup = as_registered_row(t, partdesc, oldtup, &desc);
 		newtup = as_registered_row(t, partdesc, newtup, &desc);
 	}
-	capture_row(t, oldtup, newtup, desc);
+	capture_row(t, oldtup, newtup, desc, cache);
 	return PointerGetDatum(NULL);
 }
 
@@ -1094,11 +1105,12 @@ cachesync_capture_truncate(PG_FUNCTION_ARGS)
 	CsTable    *t;
 	CsTruncate *tr;
 	MemoryContext old;
+	bool		cache;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BY_TRUNCATE(td->tg_event))
 		elog(ERROR, "cachesync.capture_truncate() must be an AFTER TRUNCATE trigger");
-	t = capture_target(td);
-	if (t == NULL)
+	t = capture_target(td, &cache);
+	if (t == NULL || !cache)
 		return PointerGetDatum(NULL);
 	forget_table_keys(t);
 	if (t->changes)

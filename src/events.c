@@ -331,7 +331,8 @@ cs_changes_ship(void)
 		ids[nids] = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
 		relids[nids++] = relid;
 		/* changes switched off or table unregistered since: drop the entry */
-		if (t != NULL && !t->broken && t->changes)
+		/* a broken registration still ships what was committed */
+		if (t != NULL && t->changes)
 			append_xadd(p, t, i, maxlen);
 		else
 			relids[nids - 1] = InvalidOid;

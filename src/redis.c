@@ -752,6 +752,7 @@ cs_pipeline_reset(CsPipeline *p)
 	p->ncommands = 0;
 	p->sent = 0;
 	p->failed = false;
+	p->id = ++cs_last_pipeline_id;	/* replies of a flushed past are not ours */
 }
 
 /*

@@ -70,6 +70,23 @@ is_stream_key(CsTable *t, const char *key)
 		strcmp(rest, "__changes") == 0;
 }
 
+/*
+ * Returns true for errors that say nothing about the rows being read: a
+ * cancel or shutdown (class 57), lack of resources (53), a system error
+ * (58) or a transaction rollback such as a deadlock (40).  Guarded reads
+ * pass these on instead of treating the keys as unreadable.
+ */
+bool
+cs_error_is_transient(int sqlerrcode)
+{
+	int			category = ERRCODE_TO_CATEGORY(sqlerrcode);
+
+	return category == ERRCODE_OPERATOR_INTERVENTION ||
+		category == ERRCODE_INSUFFICIENT_RESOURCES ||
+		category == ERRCODE_SYSTEM_ERROR ||
+		category == ERRCODE_TRANSACTION_ROLLBACK;
+}
+
 /* Returns the query that fetches t's rows whose key values are given as text arrays. */
 static char *
 fetch_query(CsTable *t)
@@ -272,6 +289,11 @@ fetch_guarded(CsTable *t, Datum *arrays, int m, uint64 version, CsFetch *f)
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
+		/* part of it may have been sent (flushed): start the next one afresh */
+		f->p = NULL;
+		/* a cancel, shutdown or lack of resources is not the rows' fault */
+		if (cs_error_is_transient(edata->sqlerrcode))
+			ReThrowError(edata);
 		ereport(DEBUG1,
 				(errmsg_internal("cachesync: reading rows of \"%s\" failed: %s",
 								 get_rel_name(t->relid), edata->message)));
@@ -482,9 +504,18 @@ find_orphans(CsTable *t, char ***parsed, int n, bool *orphan)
 	}
 	PG_CATCH();
 	{
+		ErrorData  *edata;
+
 		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		/* a cancel, shutdown or lack of resources is not the keys' fault */
+		if (cs_error_is_transient(edata->sqlerrcode))
+			ReThrowError(edata);
+		FreeErrorData(edata);
 		ok = false;
 	}
 	PG_END_TRY();

@@ -57,5 +57,6 @@ extern bool cs_sync_prefix(CsTable *t, uint64 version, CsSyncResult *result);
 extern bool cs_sync_table(CsTable *t, CsSyncResult *result);
 extern void cs_require_select(Oid relid);
 extern void cs_require_no_writes(const char *fn);
+extern bool cs_error_is_transient(int sqlerrcode);
 
 #endif							/* CACHESYNC_SYNC_H */

@@ -216,6 +216,13 @@ start_worker(int64 job)
 	return pid;
 }
 
+/* cs_registry_foreach callback: the caller must be able to read t. */
+static void
+require_select_of(CsTable *t, void *arg)
+{
+	cs_require_select(t->relid);
+}
+
 /* cachesync.validate(rel regclass DEFAULT NULL, repair boolean DEFAULT false) RETURNS bigint */
 Datum
 cachesync_validate(PG_FUNCTION_ARGS)
@@ -235,6 +242,8 @@ cachesync_validate(PG_FUNCTION_ARGS)
 		(void) cs_registry_get(relid);
 		cs_require_select(relid);
 	}
+	else
+		cs_registry_foreach(require_select_of, NULL);
 	SPI_connect();
 	fail_interrupted_jobs();
 	/* serialises validate() calls: the overlap check sees every earlier job */

@@ -725,12 +725,7 @@ apply_fields(CsTable *t, const CsReply *fields)
 static bool
 wb_transient(int sqlerrcode)
 {
-	int			category = ERRCODE_TO_CATEGORY(sqlerrcode);
-
-	return category == ERRCODE_TRANSACTION_ROLLBACK ||
-		category == ERRCODE_INSUFFICIENT_RESOURCES ||
-		category == ERRCODE_OPERATOR_INTERVENTION ||
-		category == ERRCODE_SYSTEM_ERROR ||
+	return cs_error_is_transient(sqlerrcode) ||
 		sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
 }
 

@@ -140,4 +140,23 @@ my $stats = $node->safe_psql('postgres',
 is($stats, '10006|0|0', 'stats count the applied entries, none pending');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM cachesync.queue'), '0', 'nothing was echoed to the queue');
 
+# a write_back table with a change stream: the rows the worker applies are
+# changes too (not cache work, but the stream gets them)
+$node->safe_psql('postgres', q{
+	CREATE TABLE logged (id int PRIMARY KEY, v int);
+	SELECT cachesync.register('logged', mode => 'write_back', changes => true);
+});
+ok(CacheSync::WriteBack::wait_for(sub {
+	$redis->cli('HEXISTS', '__cachesync:writeback', 'public.logged:__writeback') eq '1' }),
+	'metadata of the second table published');
+my $lid = $redis->cli('FCALL', 'cachesync_upsert', '2', 'public.logged:1',
+	'public.logged:__writeback', '{"id":1,"v":5}');
+ok(CacheSync::WriteBack::wait_applied($node, 'logged', $lid), 'the logged entry is applied');
+ok(CacheSync::WriteBack::wait_for(sub { $redis->cli('XLEN', 'public.logged:__changes') eq '1' }),
+	'the applied row reached the change stream');
+like(join(' ', split /\n/, $redis->cli('XRANGE', 'public.logged:__changes', '-', '+')),
+	qr/op insert key public\.logged:1 row \{"id":1,"v":5\}/, 'as an insert with the stored row');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM cachesync.queue'), '0',
+	'and still nothing was queued');
+
 done_testing();
