@@ -236,3 +236,25 @@ SET client_min_messages = warning;
 SELECT cachesync.unregister('err_huge', purge => true);
 RESET client_min_messages;
 DROP TABLE err_huge;
+
+-- a row whose key value names one of the table's streams is never cached:
+-- writing or deleting that key would destroy the stream
+CREATE TABLE err_streams (k text PRIMARY KEY, v int);
+SET client_min_messages = warning;
+SELECT cachesync.register('err_streams', key_prefix => 'regress_streams:', changes => true);
+RESET client_min_messages;
+SELECT cachesync.redis_command('XADD', 'regress_streams:__changes', '*', 'op', 'test') IS NOT NULL AS stream_made;
+INSERT INTO err_streams VALUES ('__changes', 1), ('plain', 2);
+UPDATE err_streams SET v = 3 WHERE k = '__changes';
+SELECT cachesync.redis_command('TYPE', 'regress_streams:__changes') AS still_a_stream,
+       cachesync.redis_command('EXISTS', 'regress_streams:plain') AS plain_cached;
+SELECT cachesync.get('err_streams', '__changes') AS read_from_the_table;
+SELECT cachesync.redis_command('TYPE', 'regress_streams:__changes') AS still_a_stream_after_get;
+DELETE FROM err_streams WHERE k = '__changes';
+SELECT cachesync.redis_command('TYPE', 'regress_streams:__changes') AS still_a_stream_after_delete;
+DELETE FROM cachesync.changes_outbox WHERE rel = 'err_streams'::regclass;
+SET client_min_messages = warning;
+SELECT cachesync.unregister('err_streams', purge => true);
+RESET client_min_messages;
+SELECT cachesync.redis_command('DEL', 'regress_streams:__changes') AS cleaned;
+DROP TABLE err_streams;

@@ -59,6 +59,7 @@
 #include "rowformat.h"
 #include "shmem.h"
 #include "stats.h"
+#include "sync.h"
 #include "version.h"
 
 PG_FUNCTION_INFO_V1(cachesync_capture);
@@ -1030,6 +1031,15 @@ capture_row(CsTable *t, HeapTuple oldtup, HeapTuple newtup, TupleDesc desc,
 		xact_changes = true;	/* wake the worker at commit */
 	if (!cache)
 		return;
+	/*
+	 * A text key '__changes' or '__writeback' names the table's own stream:
+	 * writing or deleting it would destroy the stream, so such a row is
+	 * never cached (documented).
+	 */
+	if (oldkey && cs_is_stream_key(t, oldkey))
+		oldkey = NULL;
+	if (newkey && cs_is_stream_key(t, newkey))
+		newkey = NULL;
 	if (oldkey)
 		record_change(t, oldkey, NULL);
 	if (newkey)

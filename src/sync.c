@@ -60,8 +60,8 @@ append_write(CsTable *t, CsPipeline *p, char *key, CsValue *value, uint64 versio
 cs_sync_progress_hook_type cs_sync_progress_hook = NULL;
 
 /* Returns true when key names one of t's streams rather than a row. */
-static bool
-is_stream_key(CsTable *t, const char *key)
+bool
+cs_is_stream_key(CsTable *t, const char *key)
 {
 	const char *rest = key + strlen(cachesync_key_prefix) + strlen(t->key_prefix);
 
@@ -171,7 +171,8 @@ append_rows_each(CsTable *t, CsPipeline *p, uint64 version, HTAB *found,
 		tuple.t_data = hdr;
 		key = cs_row_key(t, &tuple, RelationGetDescr(rel));
 		value = cs_row_value(t, &tuple, RelationGetDescr(rel));
-		if (p)
+		/* a row whose key names one of the table's streams is never cached */
+		if (p && !cs_is_stream_key(t, key))
 			append_write(t, p, key, value, version);
 		if (found)
 			hash_search(found, &key, HASH_ENTER, NULL);
@@ -330,7 +331,7 @@ cs_sync_keys(CsTable *t, List *keys, uint64 version, CsSyncResult *result)
 	{
 		char	  **values;
 
-		if (is_stream_key(t, lfirst(lc)))
+		if (cs_is_stream_key(t, lfirst(lc)))
 			continue;
 		values = cs_key_parse(t, lfirst(lc), strlen(lfirst(lc)));
 		if (values == NULL)
@@ -545,7 +546,7 @@ cs_orphans_among(CsTable *t, List *keys)
 	{
 		char	  **values;
 
-		if (is_stream_key(t, lfirst(lc)))
+		if (cs_is_stream_key(t, lfirst(lc)))
 			continue;
 		values = cs_key_parse(t, lfirst(lc), strlen(lfirst(lc)));
 		if (values == NULL)

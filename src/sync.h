@@ -58,5 +58,6 @@ extern bool cs_sync_table(CsTable *t, CsSyncResult *result);
 extern void cs_require_select(Oid relid);
 extern void cs_require_no_writes(const char *fn);
 extern bool cs_error_is_transient(int sqlerrcode);
+extern bool cs_is_stream_key(CsTable *t, const char *key);
 
 #endif							/* CACHESYNC_SYNC_H */
