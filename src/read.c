@@ -82,20 +82,6 @@ typedef struct CsPosition
 	int			pos;
 } CsPosition;
 
-/* Returns whether att is cached by t. */
-static bool
-is_cached(CsTable *t, AttrNumber att)
-{
-	if (t->all_columns)
-		return true;
-	for (int i = 0; i < t->ncolumns; i++)
-	{
-		if (t->column_attnums[i] == att)
-			return true;
-	}
-	return false;
-}
-
 /*
  * Throws unless the current user may read every cached column of t: the
  * rows are read as the table's owner, so the cache must not become a way
@@ -130,7 +116,7 @@ require_read(CsTable *t)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
 
-		if (att->attisdropped || !is_cached(t, att->attnum))
+		if (att->attisdropped || !cs_column_is_cached(t, att->attnum))
 			continue;
 		if (pg_attribute_aclcheck(t->relid, att->attnum, user, ACL_SELECT) != ACLCHECK_OK)
 			appendStringInfo(&missing, "%s%s", missing.len ? ", " : "",

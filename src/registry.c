@@ -426,3 +426,17 @@ cs_registry_lookup_rel(Relation rel)
 	p->root = root;
 	return OidIsValid(root) ? cs_registry_lookup(root) : NULL;
 }
+
+/* Returns true when column att of t is cached (key columns always are). */
+bool
+cs_column_is_cached(CsTable *t, AttrNumber att)
+{
+	if (t->all_columns)
+		return true;
+	for (int i = 0; i < t->ncolumns; i++)
+	{
+		if (t->column_attnums[i] == att)
+			return true;
+	}
+	return false;
+}

@@ -66,6 +66,7 @@ extern MemoryContext cs_registry_context(void);
 extern CsTable *cs_registry_match_key(const char *key, size_t len);
 extern void cs_registry_foreach(void (*fn) (CsTable *t, void *arg), void *arg);
 extern CsTable *cs_registry_get(Oid relid);
+extern bool cs_column_is_cached(CsTable *t, AttrNumber att);
 extern Oid	cs_registry_relid(void);
 extern void cs_registry_invalidate(void);
 extern void cs_registry_rename_column(Oid relid, const char *oldname,

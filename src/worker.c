@@ -76,9 +76,13 @@ typedef enum CsWork
 static bool redis_down = false;
 static bool healed_since_connect = false;
 
-/* Registers the worker; called from _PG_init while preloading. */
+/*
+ * Registers a static worker of cachesync.database that starts once
+ * recovery is over and restarts 5 s after it exits; called from _PG_init
+ * while preloading.
+ */
 void
-cs_worker_register(void)
+cs_register_bgworker(const char *function_name, const char *name)
 {
 	BackgroundWorker worker;
 
@@ -87,10 +91,17 @@ cs_worker_register(void)
 	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
 	worker.bgw_restart_time = 5;
 	snprintf(worker.bgw_library_name, BGW_MAXLEN, "cachesync");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "cachesync_worker_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "cachesync worker");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "cachesync worker");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "%s", function_name);
+	snprintf(worker.bgw_name, BGW_MAXLEN, "%s", name);
+	snprintf(worker.bgw_type, BGW_MAXLEN, "%s", name);
 	RegisterBackgroundWorker(&worker);
+}
+
+/* Registers the worker. */
+void
+cs_worker_register(void)
+{
+	cs_register_bgworker("cachesync_worker_main", "cachesync worker");
 }
 
 /* Notes a Redis failure: logged once per outage. */

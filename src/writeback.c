@@ -90,6 +90,7 @@
 #include "stats.h"
 #include "sync.h"
 #include "version.h"
+#include "worker.h"
 #include "writeback.h"
 
 #define WB_GROUP "cachesync"
@@ -134,17 +135,7 @@ static char *wb_broken = NULL;	/* streams left out at the last publish */
 void
 cs_writeback_register(void)
 {
-	BackgroundWorker worker;
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = 5;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "cachesync");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "cachesync_writeback_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "cachesync writeback");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "cachesync writeback");
-	RegisterBackgroundWorker(&worker);
+	cs_register_bgworker("cachesync_writeback_main", "cachesync writeback");
 }
 
 /* Notes a failure: logged once until the next success. */
@@ -460,24 +451,6 @@ write_progress(Oid relid, const char *id)
 }
 
 /*
- * Returns true when column att of t is cached.  Only those may be written
- * back: columns left out with columns => (a password hash, say) must not
- * be writable by a Redis client as the table's owner.
- */
-static bool
-is_cached(CsTable *t, AttrNumber att)
-{
-	if (t->all_columns)
-		return true;
-	for (int i = 0; i < t->ncolumns; i++)
-	{
-		if (t->column_attnums[i] == att)
-			return true;
-	}
-	return false;
-}
-
-/*
  * Throws unless every JSON key of data names a cached column of t (42703
  * for no such column, 42501 for one not cached); returns their attnums.
  */
@@ -503,7 +476,7 @@ data_columns(CsTable *t, Jsonb *data)
 					(errcode(ERRCODE_UNDEFINED_COLUMN),
 					 errmsg("column \"%s\" of relation \"%s\" does not exist",
 							name, get_rel_name(t->relid))));
-		if (!is_cached(t, att))
+		if (!cs_column_is_cached(t, att))
 			ereport(ERROR,
 					(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 					 errmsg("column \"%s\" of relation \"%s\" is not cached and cannot be written back",
