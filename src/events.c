@@ -308,7 +308,6 @@ cs_changes_ship(void)
 	int			nids = 0;
 	char		maxlen[16];
 	uint64		n;
-	const char *error;
 
 	/* a top-N sort: the outbox is small unless Redis was away */
 	if (SPI_execute_with_args("SELECT ctid, rel, pos, op, key, \"row\" FROM cachesync.changes_outbox "
@@ -337,30 +336,53 @@ cs_changes_ship(void)
 		else
 			relids[nids - 1] = InvalidOid;
 	}
-	if (p->ncommands > 0)
-	{
-		if (!cs_redis_try_run(p, &replies))
-			return -1;
-		if (!cs_replies_ok(replies, p->ncommands, &error))
-		{
-			ereport(LOG,
-					(errmsg("cachesync worker: Redis refused a change stream entry"),
-					 errdetail_internal("%s", error)));
-			return -1;
-		}
-	}
-	for (int i = 0; i < nids; i++)
-	{
-		if (OidIsValid(relids[i]))
-			cs_stats_add(relids[i], CS_STAT_CHANGES, 1);
-	}
-	last_shipped = GetCurrentTimestamp();
+	if (p->ncommands > 0 && !cs_redis_try_run(p, &replies))
+		return -1;
 	{
 		ItemPointerData *tids = palloc(sizeof(ItemPointerData) * Max(nids, 1));
+		int			ntids = 0;
+		int			refused = 0;
+		const char *error = NULL;
 
-		for (int i = 0; i < nids; i++)
-			ItemPointerCopy((ItemPointer) DatumGetPointer(ids[i]), &tids[i]);
-		cs_delete_tids("changes_outbox", tids, nids);
+		/*
+		 * Redis answered.  An entry it refused (a stream key of another type,
+		 * an ACL, maxmemory) stays in the outbox and is tried again next
+		 * round; the others are done.  Refusals usually concern whole
+		 * streams, so this keeps each key's entries in order.  Redis is not
+		 * "down": the backends keep writing to it.
+		 */
+		for (int i = 0, r = 0; i < nids; i++)
+		{
+			if (OidIsValid(relids[i]))
+			{
+				if (replies[r]->type == CS_REPLY_ERROR)
+				{
+					refused++;
+					error = replies[r]->str;
+					r++;
+					continue;
+				}
+				r++;
+				cs_stats_add(relids[i], CS_STAT_CHANGES, 1);
+			}
+			ItemPointerCopy((ItemPointer) DatumGetPointer(ids[i]), &tids[ntids++]);
+		}
+		cs_delete_tids("changes_outbox", tids, ntids);
+		if (refused > 0)
+		{
+			static TimestampTz logged_at = 0;
+
+			/* a lasting refusal is retried every round: log it once a minute */
+			if (!TimestampDifferenceExceeds(logged_at, GetCurrentTimestamp(), 60000))
+				return 0;
+			logged_at = GetCurrentTimestamp();
+			ereport(LOG,
+					(errmsg("cachesync worker: Redis refused %d change stream entries; they stay in cachesync.changes_outbox",
+							refused),
+					 errdetail_internal("%s", error)));
+			return 0;			/* try again after the idle wait, not at once */
+		}
 	}
+	last_shipped = GetCurrentTimestamp();
 	return 1;
 }
