@@ -518,12 +518,18 @@ load_if_empty(void)
 	return CS_WORK_DONE;
 }
 
-/* Runs fn in its own transaction; an ERROR is logged and rolled back. */
-static CsWork
-in_transaction(CsWork (*fn) (void), const char *activity)
+/*
+ * Runs fn(arg) in its own transaction with SPI connected, a snapshot and
+ * search_path pinned; commits when it returns true, else rolls back.  Does
+ * nothing (returns false) while the extension is not installed.  An ERROR
+ * is logged under the worker's name and rolled back; returns false then.
+ * Shared by the background workers (this one and the write-back worker).
+ */
+bool
+cs_worker_xact(bool (*fn) (void *arg), void *arg, const char *activity)
 {
 	MemoryContext cxt = CurrentMemoryContext;
-	volatile CsWork result = CS_WORK_IDLE;
+	volatile bool ok = false;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -535,15 +541,14 @@ in_transaction(CsWork (*fn) (void), const char *activity)
 		nest = cs_pin_search_path();
 		PushActiveSnapshot(GetTransactionSnapshot());
 		pgstat_report_activity(STATE_RUNNING, activity);
-		if (extension_installed())
-			result = fn();
+		ok = extension_installed() && fn(arg);
 		PopActiveSnapshot();
 		cs_unpin_search_path(nest);
 		SPI_finish();
-		if (result == CS_WORK_REDIS_DOWN)
-			AbortCurrentTransaction();
-		else
+		if (ok)
 			CommitTransactionCommand();
+		else
+			AbortCurrentTransaction();
 	}
 	PG_CATCH();
 	{
@@ -555,14 +560,49 @@ in_transaction(CsWork (*fn) (void), const char *activity)
 		FlushErrorState();
 		AbortCurrentTransaction();
 		ereport(LOG,
-				(errmsg("cachesync worker: %s failed: %s", activity, edata->message)));
+				(errmsg("%s: %s failed: %s", MyBgworkerEntry->bgw_type, activity,
+						edata->message)));
 		FreeErrorData(edata);
 		RESUME_INTERRUPTS();
-		result = CS_WORK_REDIS_DOWN;	/* back off the same way */
+		ok = false;
 	}
 	PG_END_TRY();
 	pgstat_report_activity(STATE_IDLE, NULL);
-	return result;
+	MemoryContextSwitchTo(cxt);
+	return ok;
+}
+
+/* a worker step and what it returned (in_transaction) */
+typedef struct WorkStep
+{
+	CsWork		(*fn) (void);
+	bool		ran;			/* false: the extension is not installed */
+	CsWork		result;
+} WorkStep;
+
+/* cs_worker_xact callback: runs a step; rolls back when Redis failed. */
+static bool
+run_step(void *arg)
+{
+	WorkStep   *step = arg;
+
+	step->ran = true;
+	step->result = step->fn();
+	return step->result != CS_WORK_REDIS_DOWN;
+}
+
+/*
+ * Runs fn in its own transaction.  Redis failing in it, or an ERROR, rolls
+ * it back and returns CS_WORK_REDIS_DOWN (an ERROR backs off the same way).
+ */
+static CsWork
+in_transaction(CsWork (*fn) (void), const char *activity)
+{
+	WorkStep	step = {fn, false, CS_WORK_REDIS_DOWN};
+
+	if (!cs_worker_xact(run_step, &step, activity))
+		return step.ran ? CS_WORK_REDIS_DOWN : CS_WORK_IDLE;
+	return step.result;
 }
 
 /*

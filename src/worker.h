@@ -10,5 +10,6 @@
 
 extern void cs_register_bgworker(const char *function_name, const char *name);
 extern void cs_worker_register(void);
+extern bool cs_worker_xact(bool (*fn) (void *arg), void *arg, const char *activity);
 
 #endif							/* CACHESYNC_WORKER_H */

@@ -251,68 +251,7 @@ collect_table(CsTable *t, void *arg)
 	MemoryContextSwitchTo(old);
 }
 
-/* Returns true when the extension (with write-back) exists here. */
-static bool
-extension_installed(void)
-{
-	Oid			nsp = get_namespace_oid("cachesync", true);
-
-	return OidIsValid(nsp) &&
-		OidIsValid(get_relname_relid("writeback_progress", nsp));
-}
-
-/*
- * Runs fn(arg) in its own transaction with SPI connected and search_path
- * pinned; commits when it returns true, else rolls back.  An ERROR is
- * logged and rolled back.  Returns what fn returned (false on ERROR).
- */
-static bool
-in_xact(bool (*fn) (void *arg), void *arg, const char *activity)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	volatile bool ok = false;
-
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PG_TRY();
-	{
-		int			nest;
-
-		SPI_connect();
-		nest = cs_pin_search_path();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		pgstat_report_activity(STATE_RUNNING, activity);
-		ok = extension_installed() && fn(arg);
-		PopActiveSnapshot();
-		cs_unpin_search_path(nest);
-		SPI_finish();
-		if (ok)
-			CommitTransactionCommand();
-		else
-			AbortCurrentTransaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		HOLD_INTERRUPTS();
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		ereport(LOG,
-				(errmsg("cachesync writeback: %s failed: %s", activity, edata->message)));
-		FreeErrorData(edata);
-		RESUME_INTERRUPTS();
-		ok = false;
-	}
-	PG_END_TRY();
-	pgstat_report_activity(STATE_IDLE, NULL);
-	MemoryContextSwitchTo(cxt);
-	return ok;
-}
-
-/* in_xact step: reads the write_back tables into wb_tables. */
+/* cs_worker_xact step: reads the write_back tables into wb_tables. */
 static bool
 load_tables(void *arg)
 {
@@ -839,7 +778,7 @@ wb_lookup(Oid relid)
 }
 
 /*
- * in_xact step: applies a batch of one stream (see the file header), dead
+ * cs_worker_xact step: applies a batch of one stream (see the file header), dead
  * letters sent before the commit.  Returns false (roll back) when the
  * table is no longer a write_back table or Redis failed.
  */
@@ -917,7 +856,7 @@ apply_batch(void *arg)
 	return true;
 }
 
-/* in_xact step: writes the stored rows of the batch's keys to the cache. */
+/* cs_worker_xact step: writes the stored rows of the batch's keys to the cache. */
 static bool
 settle_batch(void *arg)
 {
@@ -982,7 +921,7 @@ process_stream(WbTable *wt, CsReply *entries)
 	b.cxt = CurrentMemoryContext;
 	b.guards = cs_keyset_create("cachesync write-back guards", entries->nelem,
 								sizeof(CsSyncGuard), CurrentMemoryContext);
-	if (!in_xact(apply_batch, &b, "applying write-back entries"))
+	if (!cs_worker_xact(apply_batch, &b, "applying write-back entries"))
 	{
 		wb_ready = false;
 		return false;
@@ -998,7 +937,7 @@ process_stream(WbTable *wt, CsReply *entries)
 	 * cache never keeps what cachesync_upsert merged (perhaps a value
 	 * Postgres refused) nor a guard without TTL.
 	 */
-	if (!in_xact(settle_batch, &b, "settling write-back rows") || !ack_batch(&b))
+	if (!cs_worker_xact(settle_batch, &b, "settling write-back rows") || !ack_batch(&b))
 	{
 		wb_ready = false;		/* read our pending entries again */
 		return false;
@@ -1097,7 +1036,7 @@ wb_round(void)
 
 	if (!wb_ready || GetCurrentTimestamp() >= wb_refresh_at)
 	{
-		if (!in_xact(load_tables, NULL, "loading write_back tables"))
+		if (!cs_worker_xact(load_tables, NULL, "loading write_back tables"))
 			return WB_FAILED;
 		if (!publish())
 			return WB_FAILED;
