@@ -34,6 +34,7 @@ extern bool cachesync_enabled;
 extern int	cachesync_max_transaction_changes;
 extern int	cachesync_tombstone_ttl;
 extern int	cachesync_changes_maxlen;
+extern bool cachesync_writeback_collapse;
 
 extern void cachesync_define_gucs(void);
 

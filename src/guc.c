@@ -36,6 +36,7 @@ bool		cachesync_enabled = true;
 int			cachesync_max_transaction_changes = 10000;
 int			cachesync_tombstone_ttl = 600000;
 int			cachesync_changes_maxlen = 100000;
+bool		cachesync_writeback_collapse = true;
 
 static const struct config_enum_entry on_redis_error_options[] = {
 	{"queue", CS_ON_ERROR_QUEUE, false},
@@ -155,6 +156,11 @@ cachesync_define_gucs(void)
 							"Larger batches drain a backlog faster (fewer commits, longer pipelines); smaller ones hold locks and memory for less time.",
 							&cachesync_batch_size, 1000, 1, 1000000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("cachesync.writeback_collapse",
+							 "Folds each write-back batch's entries per row and applies them with a few set-based statements.",
+							 "Off applies every entry with its own statements, so that the table's triggers fire once per entry; on, entries a later entry of the same row supersedes within a batch fire no triggers and only the folded row meets the constraints.",
+							 &cachesync_writeback_collapse, true,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomBoolVariable("cachesync.enabled",
 							 "Captures changes of registered tables; off stops capture for maintenance.",
 							 "Changes made while it is off are not sent to Redis: call cachesync.reload() afterwards.",

@@ -70,7 +70,10 @@
 #include "tcop/tcopprot.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
 #include "utils/guc.h"
+#include "common/jsonapi.h"
+#include "mb/pg_wchar.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -534,9 +537,13 @@ data_key(CsTable *t, const char *rel, Datum data)
 	return key;
 }
 
-/* Returns the upsert statement of the given data columns. */
+/*
+ * Returns the upsert statement of the given data columns: of one row ($1 a
+ * JSON object), or with many of a row set ($1 a JSON array of objects, at
+ * most one per key: ON CONFLICT cannot change a row twice in a statement).
+ */
 static char *
-upsert_sql(CsTable *t, const char *rel, List *cols)
+upsert_sql(CsTable *t, const char *rel, List *cols, bool many)
 {
 	StringInfoData q;
 	ListCell   *lc;
@@ -549,7 +556,8 @@ upsert_sql(CsTable *t, const char *rel, List *cols)
 	appendStringInfoString(&q, ") SELECT ");
 	foreach(lc, cols)
 		appendStringInfo(&q, "%sr.%s", foreach_current_index(lc) ? ", " : "", col(t, lfirst_int(lc)));
-	appendStringInfo(&q, " FROM pg_catalog.jsonb_populate_record(NULL::%s, $1) r ON CONFLICT (", rel);
+	appendStringInfo(&q, " FROM pg_catalog.jsonb_populate_record%s(NULL::%s, $1) r ON CONFLICT (",
+					 many ? "set" : "", rel);
 	for (int i = 0; i < t->nkeys; i++)
 		appendStringInfo(&q, "%s%s", i ? ", " : "", col(t, t->key_attnums[i]));
 	appendStringInfoString(&q, ") DO UPDATE SET ");
@@ -567,15 +575,18 @@ upsert_sql(CsTable *t, const char *rel, List *cols)
 	return q.data;
 }
 
-/* Returns the delete statement of a row given by its key columns. */
+/*
+ * Returns the delete statement of a row given by its key columns ($1 a JSON
+ * object), or with many of the rows of a JSON array of such objects.
+ */
 static char *
-delete_sql(CsTable *t, const char *rel)
+delete_sql(CsTable *t, const char *rel, bool many)
 {
 	StringInfoData q;
 
 	initStringInfo(&q);
-	appendStringInfo(&q, "DELETE FROM %s t USING pg_catalog.jsonb_populate_record(NULL::%s, $1) r WHERE ",
-					 rel, rel);
+	appendStringInfo(&q, "DELETE FROM %s t USING pg_catalog.jsonb_populate_record%s(NULL::%s, $1) r WHERE ",
+					 rel, many ? "set" : "", rel);
 	for (int i = 0; i < t->nkeys; i++)
 		appendStringInfo(&q, "%st.%s = r.%s", i ? " AND " : "",
 						 col(t, t->key_attnums[i]), col(t, t->key_attnums[i]));
@@ -585,9 +596,10 @@ delete_sql(CsTable *t, const char *rel)
 /*
  * Applies one entry (its field/value pairs) to t; returns its row key.
  * Throws for every kind of bad entry, with the SQLSTATE that names it.
+ * With check_only, runs every check but changes nothing.
  */
 static char *
-apply_fields(CsTable *t, const CsReply *fields)
+apply_fields(CsTable *t, const CsReply *fields, bool check_only)
 {
 	const char *op = entry_field(fields, "op");
 	const char *data = entry_field(fields, "data");
@@ -621,8 +633,11 @@ apply_fields(CsTable *t, const CsReply *fields)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("row key \"%s\" does not match the key columns of the data", given),
 				 errdetail("The data names the row whose key is \"%s\".", key)));
+	if (check_only)
+		return key;
 	/* t is not used after this: its triggers may rebuild the registry */
-	if (run_jsonb(upsert ? upsert_sql(t, rel, cols) : delete_sql(t, rel), jb, false, 0) < 0)
+	if (run_jsonb(upsert ? upsert_sql(t, rel, cols, false) : delete_sql(t, rel, false),
+				  jb, false, 0) < 0)
 		elog(ERROR, "could not apply a write-back entry");
 	return key;
 }
@@ -647,11 +662,12 @@ wb_transient(int sqlerrcode)
  * again after the subtransaction's rollback: the batch rolls back and is
  * retried later with back-off.  t may be freed once this returns
  * (wb_lookup).  Returns true with *key set, or false with the error in
- * *edata (allocated in cxt) and nothing of the entry left.
+ * *edata (allocated in cxt) and nothing of the entry left.  With
+ * check_only, only checks the entry (apply_fields).
  */
 static bool
 apply_entry(CsTable *t, const CsReply *fields, char **key, ErrorData **edata,
-			MemoryContext cxt)
+			MemoryContext cxt, bool check_only)
 {
 	MemoryContext old = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -681,7 +697,7 @@ apply_entry(CsTable *t, const CsReply *fields, char **key, ErrorData **edata,
 								 PGC_USERSET, PGC_S_SESSION,
 								 GUC_ACTION_SAVE, true, 0, false);
 		cs_capture_skip_relid = t->relid;
-		*key = MemoryContextStrdup(cxt, apply_fields(t, fields));
+		*key = MemoryContextStrdup(cxt, apply_fields(t, fields, check_only));
 		cs_capture_skip_relid = InvalidOid;
 		AtEOXact_GUC(true, nest);
 		SetUserIdAndSecContext(save_user, save_sec);
@@ -778,6 +794,452 @@ wb_lookup(Oid relid)
 }
 
 /*
+ * The collapsing path (cachesync.writeback_collapse): a batch's new entries
+ * are checked one by one without a subtransaction each (every check that
+ * needs no table read is made in C; the data of all of them is read as rows
+ * in one statement), folded per row key in stream order, and the folded
+ * rows are applied with a few set-based statements, all in one
+ * subtransaction.  An entry that fails its checks is dead-lettered as the
+ * per-entry path would (apply_entry with check_only gives its exact error)
+ * and left out of the fold: a failing entry changes nothing, so the fold of
+ * the others is what applying them one by one gives.  When anything else
+ * fails (a value its column type refuses, a constraint the folded rows
+ * violate), the subtransaction is rolled back and the batch takes the
+ * per-entry path, where a bad entry isolates itself.
+ */
+
+/* One new entry of a batch, as the collapsing path reads it. */
+typedef struct WbEntry
+{
+	const char *id;
+	const CsReply *fields;
+	bool		upsert;
+	Jsonb	   *data;			/* NULL: the entry fails its checks */
+	char	   *key;			/* its row key, once data is read */
+	ErrorData  *edata;			/* why it fails (apply_entry, check_only) */
+} WbEntry;
+
+/* A row's entries of a batch folded in stream order. */
+typedef struct WbFold
+{
+	char	   *key;			/* hash key */
+	bool		deleted;		/* a delete came: the row is deleted first */
+	Jsonb	   *keys;			/* the data of that delete (names the row) */
+	Jsonb	   *data;			/* then upserted with these columns, or NULL */
+} WbFold;
+
+/* The folded rows with the same set of columns: one upsert statement. */
+typedef struct WbGroup
+{
+	char	   *columns;		/* their attnums, in the data's key order */
+	List	   *cols;			/* the same, for upsert_sql */
+	JsonbParseState *rows;		/* a JSON array being built */
+} WbGroup;
+
+/*
+ * Returns true when an entry passes the checks apply_fields makes before
+ * reading its data as a row (fields, op, a JSON object, known and cached
+ * columns, the key columns present) and sets e->upsert and e->data.  Never
+ * throws for a bad entry (pg_parse_json reports without throwing; jsonb_in
+ * could still refuse what it accepted: the caller's subtransaction catches
+ * that).
+ */
+static bool
+entry_precheck(CsTable *t, WbEntry *e)
+{
+	const char *op = entry_field(e->fields, "op");
+	const char *data = entry_field(e->fields, "data");
+	JsonLexContext *lex;
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	Jsonb	   *jb;
+	int			nkeys = 0;
+
+	if (op == NULL || data == NULL)
+		return false;
+	e->upsert = strcmp(op, "upsert") == 0;
+	if (!e->upsert && strcmp(op, "delete") != 0)
+		return false;
+	lex = makeJsonLexContextCstringLen((char *) data, strlen(data),
+									   GetDatabaseEncoding(), true);
+	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
+		return false;
+	jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(data)));
+	if (!JB_ROOT_IS_OBJECT(jb))
+		return false;
+	it = JsonbIteratorInit(&jb->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		AttrNumber	att;
+
+		if (tok != WJB_KEY)
+			continue;
+		att = get_attnum(t->relid, pnstrdup(v.val.string.val, v.val.string.len));
+		if (att <= 0 || !cs_column_is_cached(t, att))
+			return false;
+		if (is_key(t, att))
+			nkeys++;			/* an object's keys are unique */
+	}
+	if (nkeys < t->nkeys)
+		return false;
+	e->data = jb;
+	return true;
+}
+
+/* Appends the JSON object jb to the array being built in *st. */
+static void
+push_object(JsonbParseState **st, Jsonb *jb)
+{
+	JsonbValue	v;
+
+	v.type = jbvBinary;
+	v.val.binary.data = &jb->root;
+	v.val.binary.len = VARSIZE(jb) - VARHDRSZ;
+	(void) pushJsonbValue(st, WJB_ELEM, &v);
+}
+
+/* Returns the JSON array built in *st. */
+static Datum
+end_array(JsonbParseState **st)
+{
+	return JsonbPGetDatum(JsonbValueToJsonb(pushJsonbValue(st, WJB_END_ARRAY, NULL)));
+}
+
+/*
+ * Reads the data of every entry that passed its checks as rows of t, in one
+ * statement, and sets their row keys; an entry with a null key value, or
+ * whose key field names another row, fails its checks (data = NULL).
+ * Throws when a column's type refuses a value.
+ */
+static void
+entry_keys(CsTable *t, const char *rel, WbEntry *es, int n)
+{
+	JsonbParseState *st = NULL;
+	Relation	r;
+	uint64		row = 0;
+	int			m = 0;
+
+	(void) pushJsonbValue(&st, WJB_BEGIN_ARRAY, NULL);
+	for (int i = 0; i < n; i++)
+	{
+		if (es[i].data)
+		{
+			push_object(&st, es[i].data);
+			m++;
+		}
+	}
+	if (m == 0)
+		return;
+	if (run_jsonb(psprintf("SELECT r FROM pg_catalog.jsonb_populate_recordset(NULL::%s, $1) r", rel),
+				  end_array(&st), true, 0) != SPI_OK_SELECT || SPI_processed != m)
+		elog(ERROR, "could not read write-back data");
+	r = relation_open(t->relid, AccessShareLock);
+	for (int i = 0; i < n; i++)
+	{
+		HeapTupleData tuple;
+		bool		isnull;
+		const char *given;
+
+		if (es[i].data == NULL)
+			continue;
+		tuple.t_data = DatumGetHeapTupleHeader(SPI_getbinval(SPI_tuptable->vals[row++],
+															 SPI_tuptable->tupdesc, 1, &isnull));
+		tuple.t_len = HeapTupleHeaderGetDatumLength(tuple.t_data);
+		ItemPointerSetInvalid(&tuple.t_self);
+		tuple.t_tableOid = t->relid;
+		for (int k = 0; k < t->nkeys && es[i].data; k++)
+		{
+			if (heap_attisnull(&tuple, t->key_attnums[k], RelationGetDescr(r)))
+				es[i].data = NULL;
+		}
+		if (es[i].data == NULL)
+			continue;
+		es[i].key = cs_row_key(t, &tuple, RelationGetDescr(r));
+		given = entry_field(es[i].fields, "key");
+		if (given != NULL && strcmp(given, es[i].key) != 0)
+			es[i].data = NULL;
+	}
+	relation_close(r, AccessShareLock);
+	SPI_freetuptable(SPI_tuptable);
+}
+
+/*
+ * Folds the entries that passed their checks per row key, in stream order:
+ * an upsert merges its columns into the row's (the later wins per column),
+ * a delete resets the row (deleted first; what follows is upserted into no
+ * row).  Returns the folds in the order of their keys' first entries.
+ */
+static List *
+fold_entries(WbEntry *es, int n)
+{
+	HTAB	   *folds = cs_keyset_create("cachesync write-back folds", n,
+										 sizeof(WbFold), CurrentMemoryContext);
+	List	   *order = NIL;
+
+	for (int i = 0; i < n; i++)
+	{
+		WbFold	   *f;
+		bool		found;
+
+		if (es[i].data == NULL)
+			continue;
+		f = hash_search(folds, &es[i].key, HASH_ENTER, &found);
+		if (!found)
+		{
+			f->key = es[i].key;
+			f->deleted = false;
+			f->keys = f->data = NULL;
+			order = lappend(order, f);
+		}
+		if (!es[i].upsert)
+		{
+			f->deleted = true;
+			f->keys = es[i].data;
+			f->data = NULL;
+		}
+		else if (f->data == NULL)
+			f->data = es[i].data;
+		else
+			f->data = DatumGetJsonbP(DirectFunctionCall2(jsonb_concat,
+														 JsonbPGetDatum(f->data),
+														 JsonbPGetDatum(es[i].data)));
+	}
+	return order;
+}
+
+/* Returns the group of folded rows with data's columns, added if new. */
+static List *
+group_of(CsTable *t, List *groups, Jsonb *data, WbGroup **gp)
+{
+	JsonbIterator *it = JsonbIteratorInit(&data->root);
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	StringInfoData sig;
+	List	   *cols = NIL;
+	ListCell   *lc;
+	WbGroup    *g;
+
+	initStringInfo(&sig);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		AttrNumber	att;
+
+		if (tok != WJB_KEY)
+			continue;
+		att = get_attnum(t->relid, pnstrdup(v.val.string.val, v.val.string.len));
+		appendStringInfo(&sig, "%d,", att);
+		cols = lappend_int(cols, att);
+	}
+	foreach(lc, groups)
+	{
+		g = lfirst(lc);
+		if (strcmp(g->columns, sig.data) == 0)
+		{
+			*gp = g;
+			return groups;
+		}
+	}
+	g = palloc0(sizeof(WbGroup));
+	g->columns = sig.data;
+	g->cols = cols;
+	(void) pushJsonbValue(&g->rows, WJB_BEGIN_ARRAY, NULL);
+	*gp = g;
+	return lappend(groups, g);
+}
+
+/*
+ * Applies the folded rows: one DELETE of the rows whose fold has a delete,
+ * then one upsert per set of columns (at most one row per key each, so ON
+ * CONFLICT never meets a row twice).  Every statement is made before the
+ * first runs: t may be freed by then (wb_lookup).
+ */
+static void
+apply_folds(CsTable *t, const char *rel, List *folds)
+{
+	JsonbParseState *deletes = NULL;
+	List	   *groups = NIL;
+	List	   *sqls = NIL;
+	List	   *args = NIL;
+	ListCell   *lc,
+			   *lc2;
+	int			ndeletes = 0;
+
+	(void) pushJsonbValue(&deletes, WJB_BEGIN_ARRAY, NULL);
+	foreach(lc, folds)
+	{
+		WbFold	   *f = lfirst(lc);
+		WbGroup    *g;
+
+		if (f->deleted)
+		{
+			push_object(&deletes, f->keys);
+			ndeletes++;
+		}
+		if (f->data)
+		{
+			groups = group_of(t, groups, f->data, &g);
+			push_object(&g->rows, f->data);
+		}
+	}
+	if (ndeletes > 0)
+	{
+		sqls = lappend(sqls, delete_sql(t, rel, true));
+		args = lappend(args, DatumGetPointer(end_array(&deletes)));
+	}
+	foreach(lc, groups)
+	{
+		WbGroup    *g = lfirst(lc);
+
+		sqls = lappend(sqls, upsert_sql(t, rel, g->cols, true));
+		args = lappend(args, DatumGetPointer(end_array(&g->rows)));
+	}
+	forboth(lc, sqls, lc2, args)
+	{
+		if (run_jsonb(lfirst(lc), PointerGetDatum(lfirst(lc2)), false, 0) < 0)
+			elog(ERROR, "could not apply write-back entries");
+	}
+}
+
+/* Throws (to leave the collapsing path) unless relid is still write_back. */
+static CsTable *
+wb_lookup_or_throw(Oid relid)
+{
+	CsTable    *t = wb_lookup(relid);
+
+	if (t == NULL)
+		elog(ERROR, "write-back registration of relation %u changed", relid);
+	return t;
+}
+
+/*
+ * Checks, folds and applies entries es[0..n-1] (new ones, in stream order)
+ * in one subtransaction, as the table's owner with capture of the table
+ * off (as apply_entry).  Returns false, with nothing applied, when the
+ * batch is to take the per-entry path; a transient error (wb_transient) is
+ * thrown again, as there.  On success every entry that failed its checks
+ * has its error in edata.
+ */
+static bool
+apply_collapsed(Oid relid, WbEntry *es, int n, MemoryContext cxt)
+{
+	MemoryContext old = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool ok = true;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(old);
+	PG_TRY();
+	{
+		Oid			save_user;
+		int			save_sec;
+		int			nest;
+		CsTable    *t = wb_lookup_or_throw(relid);
+		char	   *rel = rel_name(relid);
+		List	   *folds;
+
+		GetUserIdAndSecContext(&save_user, &save_sec);
+		SetUserIdAndSecContext(cs_rel_owner(relid),
+							   save_sec | SECURITY_LOCAL_USERID_CHANGE |
+							   SECURITY_RESTRICTED_OPERATION);
+		nest = NewGUCNestLevel();
+		(void) set_config_option("search_path", "\"$user\", public",
+								 PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
+		for (int i = 0; i < n; i++)
+		{
+			CHECK_FOR_INTERRUPTS();
+			if (!entry_precheck(t, &es[i]))
+				es[i].data = NULL;
+		}
+		entry_keys(t, rel, es, n);
+		/* the exact error of each bad entry, as the per-entry path gives it */
+		for (int i = 0; i < n; i++)
+		{
+			char	   *key;
+
+			if (es[i].data != NULL)
+				continue;
+			t = wb_lookup_or_throw(relid);
+			if (apply_entry(t, es[i].fields, &key, &es[i].edata, cxt, true))
+				elog(ERROR, "write-back entry %s passed the checks it failed", es[i].id);
+		}
+		t = wb_lookup_or_throw(relid);
+		folds = fold_entries(es, n);
+		cs_capture_skip_relid = relid;
+		apply_folds(t, rel, folds);
+		cs_capture_skip_relid = InvalidOid;
+		AtEOXact_GUC(true, nest);
+		SetUserIdAndSecContext(save_user, save_sec);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(old);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		cs_capture_skip_relid = InvalidOid;
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		/* restores the user, the security context and the GUCs */
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(old);
+		CurrentResourceOwner = owner;
+		if (wb_transient(edata->sqlerrcode))
+			ReThrowError(edata);
+		ereport(DEBUG1,
+				(errmsg_internal("cachesync writeback: collapsed batch of \"%s\" failed, applying its entries one by one: %s",
+								 get_rel_name(relid), edata->message)));
+		ok = false;
+	}
+	PG_END_TRY();
+	return ok;
+}
+
+/*
+ * Records in b how entry e went (applied, or dead-lettered with edata) and
+ * remembers its key for the settle; returns false when relid is no longer
+ * a write_back table.
+ */
+static bool
+record_entry(WbBatch *b, Oid relid, CsPipeline *dlq, WbEntry *e, const char *key,
+			 ErrorData *edata)
+{
+	CsTable    *t = wb_lookup(relid);
+
+	if (t == NULL)
+		return false;
+	if (edata)
+	{
+		b->dead++;
+		append_dead_letter(dlq, t, e->id, e->fields, edata);
+		b->last_error = edata->message; /* edata lives in b->cxt */
+		key = entry_field(e->fields, "key");
+	}
+	else
+		b->applied++;
+	add_guard(b, t, key, e->id);
+	return true;
+}
+
+/* Applies entry e alone in its own subtransaction (apply_entry). */
+static bool
+apply_alone(WbBatch *b, Oid relid, CsPipeline *dlq, WbEntry *e)
+{
+	char	   *key = NULL;
+	ErrorData  *edata = NULL;
+	CsTable    *t;
+
+	CHECK_FOR_INTERRUPTS();
+	if ((t = wb_lookup(relid)) == NULL)
+		return false;
+	(void) apply_entry(t, e->fields, &key, &edata, b->cxt, false);
+	return record_entry(b, relid, dlq, e, key, edata);
+}
+
+/*
  * cs_worker_xact step: applies a batch of one stream (see the file header), dead
  * letters sent before the commit.  Returns false (roll back) when the
  * table is no longer a write_back table or Redis failed.
@@ -788,10 +1250,11 @@ apply_batch(void *arg)
 	WbBatch    *b = arg;
 	Oid			relid = b->wt->relid;
 	CsPipeline *dlq;
-	char	   *progress;
 	char	   *start;
 	CsReply   **r;
 	const char *error;
+	WbEntry    *es = palloc0(sizeof(WbEntry) * Max(b->entries->nelem, 1));
+	int			n = 0;
 
 	if (wb_lookup(relid) == NULL)
 		return false;
@@ -804,49 +1267,50 @@ apply_batch(void *arg)
 	if (SPI_execute("SET CONSTRAINTS ALL IMMEDIATE", false, 0) < 0)
 		elog(ERROR, "could not set constraints immediate");
 	dlq = cs_pipeline_create();
-	progress = start = read_progress(relid);
+	start = read_progress(relid);
 	for (size_t i = 0; i < b->entries->nelem; i++)
 	{
 		CsReply    *e = b->entries->elem[i];
 		const char *id = e->elem[0]->str;
 		CsReply    *fields = e->nelem > 1 ? e->elem[1] : NULL;
-		char	   *key = NULL;
-		ErrorData  *edata = NULL;
 		CsTable    *t;
 		MemoryContext old;
 
-		CHECK_FOR_INTERRUPTS();
 		old = MemoryContextSwitchTo(b->cxt);	/* results outlive SPI's memory */
 		b->acks = lappend(b->acks, pstrdup(id));
 		b->last = pstrdup(id);
 		MemoryContextSwitchTo(old);
 		if (fields == NULL || fields->type != CS_REPLY_ARRAY)
 			continue;			/* deleted from the stream meanwhile */
-		if ((t = wb_lookup(relid)) == NULL)
-			return false;
-		if (id_le(id, progress))
+		if (!id_le(id, start))
 		{
-			/* applied before a crash: settle again, harmless */
-			add_guard(b, t, entry_field(fields, "key"), id);
+			es[n].id = id;
+			es[n++].fields = fields;
 			continue;
 		}
-		if (apply_entry(t, fields, &key, &edata, b->cxt))
-			b->applied++;
-		else
-			b->dead++;
+		/* applied before a crash: settle again, harmless */
 		if ((t = wb_lookup(relid)) == NULL)
 			return false;
-		if (edata)
-		{
-			append_dead_letter(dlq, t, id, fields, edata);
-			b->last_error = edata->message;	/* edata lives in b->cxt */
-			key = (char *) entry_field(fields, "key");
-		}
-		add_guard(b, t, key, id);
-		progress = (char *) id;
+		add_guard(b, t, entry_field(fields, "key"), id);
 	}
-	if (progress != start)
-		write_progress(relid, progress);
+	if (cachesync_writeback_collapse && n > 1 && apply_collapsed(relid, es, n, b->cxt))
+	{
+		for (int i = 0; i < n; i++)
+		{
+			if (!record_entry(b, relid, dlq, &es[i], es[i].key, es[i].edata))
+				return false;
+		}
+	}
+	else
+	{
+		for (int i = 0; i < n; i++)
+		{
+			if (!apply_alone(b, relid, dlq, &es[i]))
+				return false;
+		}
+	}
+	if (n > 0)
+		write_progress(relid, es[n - 1].id);
 	if (dlq->ncommands == 0)
 		return true;
 	if (!cs_redis_try_run(dlq, &r))

@@ -2,7 +2,9 @@
 # Write-back is exactly once in effect across crashes: the write-back worker
 # SIGKILLed and Postgres stopped with -m immediate in the middle of a stream;
 # a trigger records every application of every entry, and each entry must be
-# applied exactly once.  Entries at or before the stored progress are skipped
+# applied exactly once.  Batches go through the collapsed set-based path
+# (the default), with keys unique within every batch so that no entry is
+# folded away.  Entries at or before the stored progress are skipped
 # (what happens after a crash between the commit and XACK).
 
 use strict;
@@ -44,9 +46,12 @@ for my $seq (1 .. $n)
 	$last{$k} = $seq;
 }
 CacheSync::WriteBack::pipe_commands($redis, @cmds);
-my $end = $redis->cli('FCALL', 'cachesync_upsert', '2', 'public.acc:0', $stream,
-	qq({"id":0,"seq":@{[$n + 1]}}));
-$last{0} = $n + 1;
+# a key of its own: any 200 consecutive entries have distinct keys, so that
+# with cachesync.writeback_collapse on (the default) no entry is folded into
+# another and every one must fire the trigger exactly once
+my $end = $redis->cli('FCALL', 'cachesync_upsert', '2', 'public.acc:400', $stream,
+	qq({"id":400,"seq":@{[$n + 1]}}));
+$last{400} = $n + 1;
 
 # SIGKILL the write-back worker mid-stream (the postmaster restarts everything)
 ok($node->poll_query_until('postgres', 'SELECT count(*) > 1000 FROM audit'), 'applying');
