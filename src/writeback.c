@@ -18,7 +18,11 @@
  *
  * A batch of one stream is:
  *   1. one transaction (constraints all immediate, so deferred ones are
- *      checked per entry): every entry in stream order, each in its own
+ *      checked per statement): with cachesync.writeback_collapse, the
+ *      entries folded per row key and applied set-based in one
+ *      subtransaction (see "The collapsing path" below; a batch it cannot
+ *      apply falls back to what follows); otherwise every entry in stream
+ *      order, each in its own
  *      subtransaction, as the table's owner, with capture of that table
  *      off (no echo); an entry that fails is rolled back alone and its
  *      original fields, error and SQLSTATE go to the dead-letter stream,
