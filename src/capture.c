@@ -892,10 +892,13 @@ xact_callback(XactEvent event, void *arg)
 			if (xact_publishing)
 				cs_version_end_push();
 			xact_publishing = false;
-			if (xact_queued)
-				cs_wake_worker();
-			else if (xact_changes)
+			if (xact_changes)
 				cs_changes_committed();
+			if (xact_queued)
+			{
+				cs_queue_committed();
+				cs_wake_worker();
+			}
 			xact_reset();
 			break;
 		case XACT_EVENT_ABORT:
@@ -906,9 +909,12 @@ xact_callback(XactEvent event, void *arg)
 			if (xact_pushed != NIL)
 				cs_request_heal();
 			xact_publishing = false;
+			cs_queue_aborted();
 			xact_reset();
 			break;
 		case XACT_EVENT_PREPARE:
+			/* COMMIT PREPARED runs no callback: the worker's full pass finds them */
+			cs_queue_committed();
 			xact_reset();
 			break;
 		default:

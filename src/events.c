@@ -206,12 +206,27 @@ cs_changes_record(CsTable *t, const char *op, const char *key,
 void
 cs_changes_committed(void)
 {
-	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz now;
 
+	if (cs_shared == NULL)
+		return;
+	/* tells the worker the outbox is worth reading (cs_changes_take_pending) */
+	pg_atomic_write_u32(&cs_shared->changes_pending, 1);
+	now = GetCurrentTimestamp();
 	if (now - last_wake < CS_CHANGES_WAKE_MS * INT64CONST(1000))
 		return;
 	last_wake = now;
 	cs_wake_worker();
+}
+
+/*
+ * In the worker: returns true when a commit wrote outbox entries since the
+ * last call (and clears the note).
+ */
+bool
+cs_changes_take_pending(void)
+{
+	return pg_atomic_exchange_u32(&cs_shared->changes_pending, 0) != 0;
 }
 
 /*

@@ -21,6 +21,7 @@ extern void cs_notify_keys(Oid relid, List *keys, bool truncated);
 extern void cs_changes_record(CsTable *t, const char *op, const char *key,
 							  HeapTuple tuple, TupleDesc desc);
 extern void cs_changes_committed(void);
+extern bool cs_changes_take_pending(void);
 extern int	cs_changes_ship(void);
 extern bool cs_changes_flowing(void);
 extern int	cs_changes_poll_ms(void);

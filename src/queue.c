@@ -26,6 +26,7 @@
 
 #include "cachesync.h"
 #include "queue.h"
+#include "shmem.h"
 
 
 /* Adds one key (NULL: the whole table) to a batch. */
@@ -51,6 +52,48 @@ open_own_table(const char *name)
 {
 	return table_open(get_relname_relid(name, get_namespace_oid("cachesync", false)),
 					  RowExclusiveLock);
+}
+
+/* lowest queue block this transaction inserted into (cs_queue_committed) */
+static BlockNumber xact_low_block = InvalidBlockNumber;
+
+/*
+ * At commit (or prepare) of a transaction that queued keys: tells the worker
+ * the lowest block they went to.  Inserts usually go to the end of the
+ * queue, past where the worker stopped reading; after a vacuum they can
+ * land in space freed before it, and the worker starts its next pass there
+ * instead of rereading the dead start of the queue every round (worker.c).
+ * No ERROR: called from the commit callback.
+ */
+void
+cs_queue_committed(void)
+{
+	uint32		cur;
+
+	if (cs_shared == NULL || xact_low_block == InvalidBlockNumber)
+		return;
+	cur = pg_atomic_read_u32(&cs_shared->queue_low_block);
+	while (xact_low_block < cur &&
+		   !pg_atomic_compare_exchange_u32(&cs_shared->queue_low_block, &cur, xact_low_block))
+		;
+	xact_low_block = InvalidBlockNumber;
+}
+
+/* At abort: the queued keys are gone with the transaction. */
+void
+cs_queue_aborted(void)
+{
+	xact_low_block = InvalidBlockNumber;
+}
+
+/*
+ * In the worker: returns the lowest queue block written by a commit since
+ * the last call (InvalidBlockNumber: none), and forgets it.
+ */
+BlockNumber
+cs_queue_take_low_block(void)
+{
+	return pg_atomic_exchange_u32(&cs_shared->queue_low_block, InvalidBlockNumber);
 }
 
 /*
@@ -79,6 +122,7 @@ cs_queue_insert(CsQueueBatch *b)
 		values[2] = TimestampTzGetDatum(now);
 		tup = heap_form_tuple(RelationGetDescr(rel), values, nulls);
 		simple_heap_insert(rel, tup);
+		xact_low_block = Min(xact_low_block, ItemPointerGetBlockNumber(&tup->t_self));
 		heap_freetuple(tup);
 	}
 	table_close(rel, NoLock);

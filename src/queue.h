@@ -23,6 +23,9 @@ typedef struct CsQueueBatch
 
 extern void cs_queue_batch_add(CsQueueBatch *b, Oid relid, const char *key);
 extern void cs_queue_insert(CsQueueBatch *b);
+extern void cs_queue_committed(void);
+extern void cs_queue_aborted(void);
+extern BlockNumber cs_queue_take_low_block(void);
 extern void cs_delete_tids(const char *table, ItemPointerData *tids, int n);
 
 #endif							/* CACHESYNC_QUEUE_H */

@@ -78,6 +78,9 @@ static int	cs_block_ms = 0;
  * it, replies and all.
  */
 static uint64 cs_inflight = 0;
+
+/* connections opened by this process (cs_redis_connection_count) */
+static uint64 cs_connections = 0;
 static uint64 cs_last_pipeline_id = 0;
 
 /* a hiredis reply being copied, freed by the PG_CATCH if palloc throws */
@@ -461,6 +464,16 @@ load_functions(void)
 	return true;
 }
 
+/*
+ * Returns how many connections this process has opened: a caller that
+ * checks something once per connection compares it with what it saw.
+ */
+uint64
+cs_redis_connection_count(void)
+{
+	return cs_connections;
+}
+
 /* Opens a connection if none is usable.  Returns false on failure. */
 static bool
 ensure_connected(void)
@@ -478,7 +491,10 @@ ensure_connected(void)
 
 	remember_params();
 	if (open_socket() && handshake(&lib_ok) && (lib_ok || load_functions()))
+	{
+		cs_connections++;
 		return true;
+	}
 	cs_redis_disconnect();
 	return false;
 }

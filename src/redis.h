@@ -57,6 +57,7 @@ extern void cs_pipeline_append_strs(CsPipeline *p, int argc,
 									const char *const *argv);
 
 extern void cs_pipeline_flush(CsPipeline *p);
+extern uint64 cs_redis_connection_count(void);
 extern bool cs_redis_try_run(CsPipeline *p, CsReply ***replies);
 extern bool cs_redis_try_run_blocking(CsPipeline *p, CsReply ***replies,
 									  int block_ms);

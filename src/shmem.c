@@ -75,6 +75,8 @@ cs_shmem_startup(void)
 		cs_shared->worker_pid = 0;
 		cs_shared->worker_latch = NULL;
 		pg_atomic_init_u64(&cs_shared->redis_down_until, 0);
+		pg_atomic_init_u32(&cs_shared->changes_pending, 0);
+		pg_atomic_init_u32(&cs_shared->queue_low_block, InvalidBlockNumber);
 		cs_shared->nslots = slot_count();
 		for (int i = 0; i < cs_shared->nslots; i++)
 		{

@@ -31,6 +31,9 @@ typedef struct CsShared
 	pid_t		worker_pid;
 	Latch	   *worker_latch;	/* set to wake the worker */
 	pg_atomic_uint64 redis_down_until;	/* TimestampTz: skip pushes until then */
+	pg_atomic_uint32 changes_pending;	/* commits wrote change outbox rows */
+	pg_atomic_uint32 queue_low_block;	/* lowest queue block written by a commit
+										 * since the worker last looked */
 	int			nslots;
 	CsSlot		slots[FLEXIBLE_ARRAY_MEMBER];	/* by pgprocno */
 } CsShared;

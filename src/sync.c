@@ -24,6 +24,7 @@
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "common/hashfn.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
@@ -110,6 +111,80 @@ fetch_query(CsTable *t)
 	return q.data;
 }
 
+/* A prepared populator query, kept for the life of the process. */
+typedef struct CsPlanEntry
+{
+	uint32		hash;			/* of the query text: the hash key */
+	char	   *query;			/* the text, in TopMemoryContext */
+	int			nargs;
+	Oid			types[INDEX_MAX_KEYS];
+	SPIPlanPtr	plan;			/* SPI_keepplan'd */
+} CsPlanEntry;
+
+#define CS_PLAN_CACHE_MAX 64
+
+static HTAB *plan_cache = NULL;
+
+/*
+ * Returns a kept plan of query: the worker and populators run the same few
+ * queries (a table's fetch by keys, its pages) for every batch, and parsing
+ * and planning them each time cost a third of a busy worker's CPU.  The
+ * plan cache revalidates the plan when a table it reads changes; a query
+ * text that changes (the registration did) gets a new entry.  The cache is
+ * emptied when it holds CS_PLAN_CACHE_MAX queries.
+ */
+static SPIPlanPtr
+cached_plan(const char *query, int nargs, Oid *types)
+{
+	uint32		hash = string_hash(query, strlen(query) + 1);
+	CsPlanEntry *e;
+	SPIPlanPtr	plan;
+
+	if (plan_cache == NULL || hash_get_num_entries(plan_cache) >= CS_PLAN_CACHE_MAX)
+	{
+		HASHCTL		ctl = {0};
+
+		if (plan_cache != NULL)
+		{
+			HASH_SEQ_STATUS it;
+
+			hash_seq_init(&it, plan_cache);
+			while ((e = hash_seq_search(&it)) != NULL)
+			{
+				SPI_freeplan(e->plan);
+				pfree(e->query);
+			}
+			hash_destroy(plan_cache);
+		}
+		ctl.keysize = sizeof(uint32);
+		ctl.entrysize = sizeof(CsPlanEntry);
+		plan_cache = hash_create("cachesync populator plans", 16, &ctl,
+								 HASH_ELEM | HASH_BLOBS);
+	}
+	if (nargs > INDEX_MAX_KEYS)
+		elog(ERROR, "cachesync: too many query arguments");
+	e = hash_search(plan_cache, &hash, HASH_FIND, NULL);
+	if (e != NULL && strcmp(e->query, query) == 0 && e->nargs == nargs &&
+		memcmp(e->types, types, sizeof(Oid) * nargs) == 0)
+		return e->plan;
+	if (e != NULL)
+	{
+		/* a hash collision: this query takes the slot */
+		SPI_freeplan(e->plan);
+		pfree(e->query);
+		hash_search(plan_cache, &hash, HASH_REMOVE, NULL);
+	}
+	plan = SPI_prepare(query, nargs, types);
+	if (plan == NULL || SPI_keepplan(plan) != 0)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	e = hash_search(plan_cache, &hash, HASH_ENTER, NULL);
+	e->plan = plan;
+	e->query = MemoryContextStrdup(TopMemoryContext, query);
+	e->nargs = nargs;
+	memcpy(e->types, types, sizeof(Oid) * nargs);
+	return e->plan;
+}
+
 /*
  * Runs query with the given text[] or text arguments under a fresh snapshot
  * taken now, after the caller drew its version (or, when !fresh, under the
@@ -120,16 +195,13 @@ static void
 run_snapshot(CsTable *t, const char *query, int nargs, Oid *types, Datum *args,
 			 bool fresh)
 {
-	SPIPlanPtr	plan = SPI_prepare(query, nargs, types);
+	SPIPlanPtr	plan = cached_plan(query, nargs, types);
 	Snapshot	snap;
 	int			rc;
 
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 	snap = RegisterSnapshot(fresh ? GetLatestSnapshot() : GetActiveSnapshot());
 	rc = SPI_execute_snapshot(plan, args, NULL, snap, InvalidSnapshot, true, false, 0);
 	UnregisterSnapshot(snap);
-	SPI_freeplan(plan);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not read rows of \"%s\"", get_rel_name(t->relid));
 }

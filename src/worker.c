@@ -77,6 +77,28 @@ static bool redis_down = false;
 static bool healed_since_connect = false;
 
 /*
+ * How often the worker checks, without a reason, that Redis still holds its
+ * data (load_if_empty) and that the change outbox is empty: a busy worker
+ * runs a round per few commits, and each check costs a transaction and a
+ * Redis round trip.  After a reconnect or a failure the check comes at once.
+ */
+#define CS_RECHECK_MS 1000
+
+static TimestampTz last_epoch_check = 0;
+static uint64 epoch_checked_conn = 0;	/* cs_redis_connection_count() then */
+static TimestampTz last_outbox_read = 0;
+static bool outbox_maybe_full = true;	/* the last read found entries or failed */
+
+/*
+ * When the worker last read the queue from its start.  In between it
+ * resumes where it stopped (next_tid), or earlier when a commit reports
+ * that it wrote to a lower block (cs_queue_take_low_block): the start of a
+ * busy queue is mostly dead rows the worker deleted, and rereading them
+ * every round cost a quarter of its CPU.
+ */
+static TimestampTz last_full_pass = 0;
+
+/*
  * Registers a static worker of cachesync.database that starts once
  * recovery is over and restarts 5 s after it exits; called from _PG_init
  * while preloading.
@@ -115,6 +137,9 @@ redis_failed(const char *what)
 				 errdetail_internal("%s: %s", what, cs_redis_last_error())));
 	redis_down = true;
 	healed_since_connect = false;
+	last_epoch_check = 0;
+	last_full_pass = 0;
+	outbox_maybe_full = true;
 	cs_note_redis_down();
 	return CS_WORK_REDIS_DOWN;
 }
@@ -222,6 +247,7 @@ static ItemPointerData next_tid;
 static uint64
 read_batch(void)
 {
+	static SPIPlanPtr plan = NULL;
 	Oid			argtypes[2] = {TIDOID, INT4OID};
 	Datum		args[2] = {PointerGetDatum(&next_tid), Int32GetDatum(cachesync_batch_size)};
 
@@ -229,9 +255,16 @@ read_batch(void)
 	 * A TID range scan in physical order, which is about arrival order.  No
 	 * FOR UPDATE: this worker is the only one that deletes queue rows.
 	 */
-	if (SPI_execute_with_args("SELECT ctid, rel, key FROM cachesync.queue "
-							  "WHERE ctid > $1 LIMIT $2",
-							  2, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
+	if (plan == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare("SELECT ctid, rel, key FROM cachesync.queue "
+									"WHERE ctid > $1 LIMIT $2", 2, argtypes);
+
+		if (p == NULL || SPI_keepplan(p) != 0)
+			elog(ERROR, "could not prepare the read of cachesync.queue");
+		plan = p;
+	}
+	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read cachesync.queue");
 	return SPI_processed;
 }
@@ -245,12 +278,6 @@ ship_batch(void)
 	ItemPointerData *tids;
 	uint64		n = read_batch();
 
-	if (n == 0 && ItemPointerGetBlockNumberNoCheck(&next_tid) + ItemPointerGetOffsetNumberNoCheck(&next_tid) > 0)
-	{
-		/* reached the end: entries may have landed in freed space before it */
-		ItemPointerSet(&next_tid, 0, 0);
-		n = read_batch();
-	}
 	if (n == 0)
 		return CS_WORK_IDLE;
 	tids = palloc(sizeof(ItemPointerData) * n);
@@ -276,7 +303,13 @@ ship_batch(void)
 		cs_notify_keys(((TableKeys *) lfirst(lc))->relid, ((TableKeys *) lfirst(lc))->keys,
 					   ((TableKeys *) lfirst(lc))->truncated);
 	cs_delete_tids("queue", tids, n);
-	return CS_WORK_DONE;
+
+	/*
+	 * A short batch reached the end of the queue: entries committed since
+	 * then set the latch, so the worker waits on it rather than opening
+	 * another transaction to find the queue empty.
+	 */
+	return n < (uint64) cachesync_batch_size ? CS_WORK_IDLE : CS_WORK_DONE;
 }
 
 /* Ships one batch of the change outbox (events.c).  In a transaction. */
@@ -285,8 +318,10 @@ ship_changes(void)
 {
 	int			r = cs_changes_ship();
 
+	last_outbox_read = GetCurrentTimestamp();
 	if (r < 0)
 		return redis_failed("appending to change streams");
+	outbox_maybe_full = r > 0;
 	if (r > 0)
 		redis_ok();
 	return r > 0 ? CS_WORK_DONE : CS_WORK_IDLE;
@@ -606,22 +641,45 @@ in_transaction(CsWork (*fn) (void), const char *activity)
 }
 
 /*
- * Runs one round: reload an empty Redis, heal, then ship the queue until it
- * is empty.
+ * Runs one round: reload an empty Redis, heal, then ship the queue until a
+ * batch comes back short, then the change outbox.
  */
 static CsWork
 round_of_work(void)
 {
-	CsWork		w = in_transaction(load_if_empty, "loading an empty Redis");
+	CsWork		w = CS_WORK_IDLE;
 	CsWork		s;
+	BlockNumber low;
+	TimestampTz now = GetCurrentTimestamp();
 
-	if (w == CS_WORK_REDIS_DOWN)
-		return w;
-	w = in_transaction(heal, "healing");
-	ItemPointerSet(&next_tid, 0, 0);
+	if (epoch_checked_conn != cs_redis_connection_count() ||
+		TimestampDifferenceExceeds(last_epoch_check, now, CS_RECHECK_MS))
+	{
+		w = in_transaction(load_if_empty, "loading an empty Redis");
+		if (w == CS_WORK_REDIS_DOWN)
+			return w;
+		last_epoch_check = now;
+		epoch_checked_conn = cs_redis_connection_count();
+	}
+	/* healing needs a transaction only after a reconnect or when asked */
+	if (!healed_since_connect || heal_requested())
+	{
+		w = in_transaction(heal, "healing");
+		if (w == CS_WORK_REDIS_DOWN)
+			return w;
+	}
+	/* where this round's pass over the queue starts */
+	low = cs_queue_take_low_block();
+	if (TimestampDifferenceExceeds(last_full_pass, now, CS_RECHECK_MS))
+	{
+		/* now and then from the start: COMMIT PREPARED reports nothing */
+		ItemPointerSet(&next_tid, 0, 0);
+		last_full_pass = now;
+	}
+	else if (low != InvalidBlockNumber &&
+			 low <= ItemPointerGetBlockNumberNoCheck(&next_tid))
+		ItemPointerSet(&next_tid, low, 0);
 
-	if (w == CS_WORK_REDIS_DOWN)
-		return w;
 	do
 	{
 		CHECK_FOR_INTERRUPTS();
@@ -634,12 +692,20 @@ round_of_work(void)
 	} while (s == CS_WORK_DONE);
 	if (s == CS_WORK_REDIS_DOWN)
 		return s;
-	do
+
+	/* the outbox: when a commit wrote to it, it held entries, or now and then */
+	if (cs_changes_take_pending() || outbox_maybe_full ||
+		TimestampDifferenceExceeds(last_outbox_read, now, CS_RECHECK_MS))
 	{
-		CHECK_FOR_INTERRUPTS();
-		s = in_transaction(ship_changes, "shipping change streams");
-	} while (s == CS_WORK_DONE);
-	return s;
+		do
+		{
+			CHECK_FOR_INTERRUPTS();
+			s = in_transaction(ship_changes, "shipping change streams");
+		} while (s == CS_WORK_DONE);
+		if (s == CS_WORK_REDIS_DOWN)
+			return s;
+	}
+	return CS_WORK_IDLE;
 }
 
 /* Unregisters the worker's latch when it exits. */

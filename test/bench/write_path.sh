@@ -19,7 +19,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 T=${BENCH_T:-10}
 ROUNDS=${BENCH_ROUNDS:-3}
 CLIENTS=${BENCH_CLIENTS:-2}
-MODES=(baseline write_through write_around async)
+MODES=(baseline ${BENCH_MODES:-write_through write_around async})
+SCS=(${BENCH_SC:-off on})
 declare -A TARGET=([write_through]=0.85 [write_around]=0.85 [async]=0.93)
 
 bench_setup
@@ -58,8 +59,8 @@ run_one() {   # sync_commit mode round
     bench_log "sync_commit=$sc round $round $(printf '%-13s' "$mode") tps=$tps lat=${lat}ms failed=${failed:-0}$extra"
 }
 
-bench_log "write path: $CLIENTS clients, $T s per run, $ROUNDS rounds x ${#MODES[@]} configs x 2 synchronous_commit settings"
-for sc in off on; do
+bench_log "write path: $CLIENTS clients, $T s per run, $ROUNDS rounds x ${#MODES[@]} configs x ${#SCS[@]} synchronous_commit settings"
+for sc in "${SCS[@]}"; do
     for round in $(seq "$ROUNDS"); do
         for mode in "${MODES[@]}"; do
             run_one "$sc" "$mode" "$round"
@@ -74,7 +75,7 @@ echo
 echo "== write path: UPDATE bench SET v = v + 1, t = now() WHERE id = :id (random of $BENCH_ROWS)"
 echo "   pgbench -c $CLIENTS -j $CLIENTS -T $T -n, median of $ROUNDS interleaved rounds, fsync=$(bq -c 'SHOW fsync'), $(nproc) CPUs"
 echo "   targets (from the issue, for synchronous_commit=off): write_through >= 0.85x, write_around >= 0.85x, async >= 0.93x"
-for sc in off on; do
+for sc in "${SCS[@]}"; do
     echo
     echo "synchronous_commit=$sc"
     printf '  %-14s %-26s %10s %7s %9s %9s  %s\n' mode "TPS per round" "median" ratio "lat ms" "+us/txn" "target"

@@ -68,6 +68,17 @@ converged('items', 'rollback and savepoint');
 unlike($redis->cli('GET', 'public.items:2') . $redis->cli('GET', 'public.items:4'),
 	qr/never/, 'no rolled-back value reached Redis');
 
+# entries that land before the worker's position in the queue (space a
+# VACUUM freed, or a queue the VACUUM truncated) are shipped too: the worker
+# resumes where it stopped, so it must learn to look back
+$node->safe_psql('postgres', "UPDATE items SET qty = qty + 1");
+converged('items', 'a queue of many blocks');
+$node->safe_psql('postgres', "VACUUM cachesync.queue");
+$node->safe_psql('postgres', "UPDATE items SET name = 'after vacuum' WHERE id = 3");
+converged('items', 'an entry in space freed before the worker\'s position');
+like($redis->cli('GET', 'public.items:3'), qr/after vacuum/,
+	'the entry before the worker\'s position was shipped');
+
 # TRUNCATE removes every key, then new rows come back
 $node->safe_psql('postgres', q{
 	BEGIN; TRUNCATE items; INSERT INTO items VALUES (1, 'after truncate', 1); COMMIT;
