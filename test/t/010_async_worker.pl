@@ -79,6 +79,23 @@ converged('items', 'an entry in space freed before the worker\'s position');
 like($redis->cli('GET', 'public.items:3'), qr/after vacuum/,
 	'the entry before the worker\'s position was shipped');
 
+# the worker keeps its queries prepared: a column added to the table shows
+# up in the values it ships next (the plan is revalidated, not reused stale)
+$node->safe_psql('postgres', q{
+	ALTER TABLE items ADD COLUMN note text DEFAULT 'n';
+	UPDATE items SET qty = 99 WHERE id = 3;
+});
+ok($node->poll_query_until('postgres', 'SELECT count(*) = 0 FROM cachesync.queue'),
+	'a column added: the queue drains');
+is($redis->cli('GET', 'public.items:3'),
+	'{"id":3,"name":"after vacuum","qty":99,"note":"n"}',
+	'the shipped value has the new column');
+$node->safe_psql('postgres', q{
+	ALTER TABLE items DROP COLUMN note;
+	UPDATE items SET qty = 3 WHERE id = 3;
+});
+converged('items', 'the column dropped again');
+
 # TRUNCATE removes every key, then new rows come back
 $node->safe_psql('postgres', q{
 	BEGIN; TRUNCATE items; INSERT INTO items VALUES (1, 'after truncate', 1); COMMIT;
