@@ -16,6 +16,19 @@
  *                    ('1': empty the intent set first), intent_ttl_ms,
  *                    tombstone_ttl_ms, then per pair 'i' (intent only),
  *                    'd' (delete) or 'p', ttl_ms, format, n, n values (put)
+ *   cachesync_put_many  many rows of one table with one version: KEYS are
+ *                    (row key, version key) pairs; ARGV version, ttl_ms,
+ *                    format, then per row its value (json) or its field
+ *                    count and fields (hash); each row as cachesync_put;
+ *                    returns how many rows were written
+ *   cachesync_del_many  KEYS (row key, version key) pairs; ARGV version,
+ *                    tombstone_ttl_ms; each key as cachesync_del; returns
+ *                    how many keys were deleted
+ *   cachesync_sweep  reload's orphan pass: KEYS (row key, version key)
+ *                    pairs; ARGV min_version, tombstone_ttl_ms: each key
+ *                    that exists and whose version is missing or older
+ *                    than min_version is deleted with a tombstone of
+ *                    min_version (see cs_sync_orphans); returns how many
  *   cachesync_version  the library version, to decide whether to reload it
  *
  * Write-back (see writeback.c):
@@ -79,6 +92,60 @@ const char	cs_functions_code[] =
 "  redis.call('DEL', keys[1])\n"
 "  redis.call('SET', keys[2], args[1], 'PX', tonumber(args[2]))\n"
 "  return 1\n"
+"end\n"
+"\n"
+"-- one version, TTL and format for every row: what a populator's batch shares\n"
+"local function put_many(keys, args)\n"
+"  local version, v, ttl, json = args[1], tonumber(args[1]), tonumber(args[2]), args[3] == 'json'\n"
+"  local a, n = 4, 0\n"
+"  for k = 1, #keys, 2 do\n"
+"    local cur = redis.call('GET', keys[k + 1])\n"
+"    local ok = not cur or tonumber(cur) < v\n"
+"    if json then\n"
+"      if ok then\n"
+"        if ttl > 0 then redis.call('SET', keys[k], args[a], 'PX', ttl)\n"
+"        else redis.call('SET', keys[k], args[a]) end\n"
+"      end\n"
+"      a = a + 1\n"
+"    else\n"
+"      local c = tonumber(args[a])\n"
+"      if ok then\n"
+"        redis.call('DEL', keys[k])\n"
+"        if c > 0 then redis.call('HSET', keys[k], unpack(args, a + 1, a + c)) end\n"
+"        if ttl > 0 then redis.call('PEXPIRE', keys[k], ttl) end\n"
+"      end\n"
+"      a = a + 1 + c\n"
+"    end\n"
+"    if ok then\n"
+"      if ttl > 0 then redis.call('SET', keys[k + 1], version, 'PX', ttl)\n"
+"      else redis.call('SET', keys[k + 1], version) end\n"
+"      n = n + 1\n"
+"    end\n"
+"  end\n"
+"  return n\n"
+"end\n"
+"\n"
+"local function del_many(keys, args)\n"
+"  local n = 0\n"
+"  for k = 1, #keys, 2 do\n"
+"    n = n + del({keys[k], keys[k + 1]}, args)\n"
+"  end\n"
+"  return n\n"
+"end\n"
+"\n"
+"local function sweep(keys, args)\n"
+"  local v, n = tonumber(args[1]), 0\n"
+"  for k = 1, #keys, 2 do\n"
+"    if redis.call('EXISTS', keys[k]) == 1 then\n"
+"      local cur = redis.call('GET', keys[k + 1])\n"
+"      if not cur or tonumber(cur) < v then\n"
+"        redis.call('DEL', keys[k])\n"
+"        redis.call('SET', keys[k + 1], args[1], 'PX', tonumber(args[2]))\n"
+"        n = n + 1\n"
+"      end\n"
+"    end\n"
+"  end\n"
+"  return n\n"
 "end\n"
 "\n"
 "local function undo(keys, args)\n"
@@ -245,6 +312,9 @@ const char	cs_functions_code[] =
 "redis.register_function('cachesync_put', put)\n"
 "redis.register_function('cachesync_push', push)\n"
 "redis.register_function('cachesync_del', del)\n"
+"redis.register_function('cachesync_put_many', put_many)\n"
+"redis.register_function('cachesync_del_many', del_many)\n"
+"redis.register_function('cachesync_sweep', sweep)\n"
 "redis.register_function('cachesync_undo', undo)\n"
 "redis.register_function{function_name = 'cachesync_version',\n"
 "  callback = function() return '" CS_FUNCTIONS_VERSION "' end, flags = {'no-writes'}}\n";

@@ -756,6 +756,28 @@ cs_pipeline_reset(CsPipeline *p)
 }
 
 /*
+ * Appends a RESP header line ("*<n>" or "$<n>" and CRLF): populators append
+ * several per row, and a vsnprintf (appendStringInfo) per argument costs
+ * more than the digits.
+ */
+static void
+append_resp_len(StringInfo buf, char kind, size_t n)
+{
+	char		tmp[24];
+	int			i = sizeof(tmp);
+
+	tmp[--i] = '\n';
+	tmp[--i] = '\r';
+	do
+	{
+		tmp[--i] = '0' + n % 10;
+		n /= 10;
+	} while (n > 0);
+	tmp[--i] = kind;
+	appendBinaryStringInfo(buf, tmp + i, sizeof(tmp) - i);
+}
+
+/*
  * Appends one command as a RESP array of bulk strings: binary safe, never
  * formatted into a command string.  argvlen NULL means NUL-terminated
  * arguments.
@@ -764,12 +786,12 @@ void
 cs_pipeline_append(CsPipeline *p, int argc, const char *const *argv,
 				   const size_t *argvlen)
 {
-	appendStringInfo(&p->buf, "*%d\r\n", argc);
+	append_resp_len(&p->buf, '*', argc);
 	for (int i = 0; i < argc; i++)
 	{
 		size_t		len = argvlen ? argvlen[i] : strlen(argv[i]);
 
-		appendStringInfo(&p->buf, "$%zu\r\n", len);
+		append_resp_len(&p->buf, '$', len);
 		appendBinaryStringInfo(&p->buf, argv[i], len);
 		appendBinaryStringInfo(&p->buf, "\r\n", 2);
 	}
