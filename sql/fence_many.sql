@@ -66,6 +66,24 @@ SELECT fm('EXISTS', 'regress_fm:s1') AS s1, fm('GET', '__cachesync:v:regress_fm:
        fm_pttl('__cachesync:v:regress_fm:s2') BETWEEN 1 AND 60000 AS s2_tombstone_ttl,
        fm('GET', 'regress_fm:s3') AS s3, fm('GET', '__cachesync:v:regress_fm:s4') AS s4_version;
 
+-- a key twice in one call: the first row wins, as with single-key puts
+SELECT fm('FCALL', 'cachesync_put_many', '4', 'regress_fm:d', '__cachesync:v:regress_fm:d',
+          'regress_fm:d', '__cachesync:v:regress_fm:d', '10', '0', 'json', 'first', 'second') AS written,
+       fm('GET', 'regress_fm:d') AS d;
+-- more rows than one MGET/MSET chunk of the Lua (500): row 550 holds a
+-- newer version and is left alone, the others are written
+SELECT fm('SET', 'regress_fm:c550', 'newer'), fm('SET', '__cachesync:v:regress_fm:c550', '99');
+SELECT cachesync.redis_command(VARIADIC ARRAY['FCALL', 'cachesync_put_many', '1200']
+         || (SELECT array_agg(k ORDER BY g, o) FROM generate_series(1, 600) g,
+               LATERAL (VALUES (1, 'regress_fm:c' || g), (2, '__cachesync:v:regress_fm:c' || g)) v(o, k))
+         || ARRAY['50', '0', 'json']
+         || (SELECT array_agg('v' || g ORDER BY g) FROM generate_series(1, 600) g)) AS written;
+SELECT count(*) AS chunked_right FROM generate_series(1, 600) g
+ WHERE fm('GET', 'regress_fm:c' || g) = CASE WHEN g = 550 THEN 'newer' ELSE 'v' || g END;
+SELECT cachesync.redis_command(VARIADIC ARRAY['DEL', 'regress_fm:d', '__cachesync:v:regress_fm:d']
+         || (SELECT array_agg(k) FROM generate_series(1, 600) g,
+               LATERAL (VALUES ('regress_fm:c' || g), ('__cachesync:v:regress_fm:c' || g)) v(k))) AS tidied;
+
 -- populators: reload of both formats, with and without TTL, more rows
 -- than one multi-key call (128 rows) and than one page (batch_size 1000)
 CREATE TABLE fm_j (id int PRIMARY KEY, v text);

@@ -512,7 +512,7 @@ cs_redis_try_run(CsPipeline *p, CsReply ***replies)
 			ok = set_failure(CS_FAIL_IO, "the connection was lost while sending commands");
 		else
 			ok = (p->sent > 0 || ensure_connected()) &&
-				roundtrip(p->buf.data + p->sent, p->buf.len - p->sent, p->ncommands, out);
+				roundtrip(p->buf.data, p->buf.len, p->ncommands, out);
 	}
 	PG_CATCH();
 	{
@@ -618,7 +618,7 @@ cs_pipeline_flush(CsPipeline *p)
 {
 	bool		ok;
 
-	if (p->failed || p->buf.len == p->sent)
+	if (p->failed || p->buf.len == 0)
 		return;
 	if (cs_inflight != 0 && cs_inflight != p->id)
 		cs_redis_disconnect();	/* another pipeline's replies are unread */
@@ -630,7 +630,7 @@ cs_pipeline_flush(CsPipeline *p)
 			ok = set_failure(CS_FAIL_IO, "the connection was lost while sending commands");
 		else
 			ok = (p->sent > 0 || ensure_connected()) &&
-				send_all(p->buf.data + p->sent, p->buf.len - p->sent);
+				send_all(p->buf.data, p->buf.len);
 	}
 	PG_CATCH();
 	{
@@ -645,7 +645,9 @@ cs_pipeline_flush(CsPipeline *p)
 		return;
 	}
 	cs_inflight = p->id;
-	p->sent = p->buf.len;
+	/* what was sent is not needed again: the pipeline holds only the rest */
+	p->sent += p->buf.len;
+	resetStringInfo(&p->buf);
 }
 
 /* Raises the ERROR that describes the last failure. */

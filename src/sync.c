@@ -866,6 +866,9 @@ page_query(CsTable *t, bool first)
 	return q.data;
 }
 
+/* multi-key calls cs_sync_table sends before it reads their replies */
+#define CS_SYNC_UNREAD 1024
+
 /*
  * Writes every row of t to Redis, one page of cachesync.batch_size rows at a
  * time in key order, each page with a version drawn just before its fresh
@@ -885,12 +888,13 @@ cs_sync_table(CsTable *t, CsSyncResult *result)
 												   "cachesync load page",
 												   ALLOCSET_DEFAULT_SIZES);
 	MemoryContext old;
+	CsPipeline *p = cs_pipeline_create();
 
 	for (int i = 0; i < t->nkeys; i++)
 		types[i] = TEXTOID;
+
 	while (more)
 	{
-		CsPipeline *p;
 		char	   *last;
 		char	  **values;
 		uint64		version;
@@ -904,14 +908,26 @@ cs_sync_table(CsTable *t, CsSyncResult *result)
 		cs_become_owner(t->relid, &save);
 		run_fresh(t, started ? next : first, started ? t->nkeys : 0, types, args);
 		more = (SPI_processed == (uint64) cachesync_batch_size);
-		p = cs_pipeline_create();
 		last = append_rows(t, p, version, NULL);
 		result->pushed += SPI_processed;
 		cs_stop_being_owner(&save);
-		if (p->ncommands > 0 && !send_writes(p))
+
+		/*
+		 * Send the page but read the replies only every CS_SYNC_UNREAD
+		 * calls: Redis applies this page while the next one is read and
+		 * formatted (pages hold different keys, and each write carries the
+		 * version drawn before its own snapshot, so their order in Redis
+		 * does not matter).
+		 */
+		cs_pipeline_flush(p);
+		if (p->ncommands > 0 && (!more || p->failed || p->ncommands >= CS_SYNC_UNREAD))
 		{
-			MemoryContextSwitchTo(old);
-			return false;
+			if (!send_writes(p))
+			{
+				MemoryContextSwitchTo(old);
+				return false;
+			}
+			cs_pipeline_reset(p);
 		}
 		if (more)
 		{
