@@ -84,6 +84,30 @@ SELECT cachesync.redis_command(VARIADIC ARRAY['DEL', 'regress_fm:d', '__cachesyn
          || (SELECT array_agg(k) FROM generate_series(1, 600) g,
                LATERAL (VALUES ('regress_fm:c' || g), ('__cachesync:v:regress_fm:c' || g)) v(k))) AS tidied;
 
+-- a version key that is not a string fails the call before anything is
+-- written, as it fails cachesync_put and cachesync_del
+CREATE FUNCTION fm_refused(VARIADIC a text[]) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE m text; d text;
+BEGIN
+  PERFORM cachesync.redis_command(VARIADIC a);
+  RETURN 'accepted';
+EXCEPTION WHEN OTHERS THEN
+  GET STACKED DIAGNOSTICS m = MESSAGE_TEXT, d = PG_EXCEPTION_DETAIL;
+  RETURN CASE WHEN coalesce(m, '') || coalesce(d, '') LIKE '%WRONGTYPE%' THEN 'refused: WRONGTYPE' ELSE 'refused' END;
+END $$;
+SELECT fm('HSET', '__cachesync:v:regress_fm:w2', 'not', 'a version');
+SELECT fm_refused('FCALL', 'cachesync_put_many', '4', 'regress_fm:w1', '__cachesync:v:regress_fm:w1',
+                  'regress_fm:w2', '__cachesync:v:regress_fm:w2', '10', '0', 'json', 'a', 'b') AS put_many,
+       fm('EXISTS', 'regress_fm:w1') AS w1_written;
+SELECT fm_refused('FCALL', 'cachesync_del_many', '2', 'regress_fm:w2', '__cachesync:v:regress_fm:w2',
+                  '10', '1000') AS del_many,
+       fm_refused('FCALL', 'cachesync_sweep', '2', 'regress_fm:w2', '__cachesync:v:regress_fm:w2',
+                  '10', '1000') AS sweep,
+       fm_refused('FCALL', 'cachesync_put', '2', 'regress_fm:w2', '__cachesync:v:regress_fm:w2',
+                  '10', '0', 'json', 'b') AS single_put;
+SELECT fm('DEL', '__cachesync:v:regress_fm:w2');
+DROP FUNCTION fm_refused(text[]);
+
 -- populators: reload of both formats, with and without TTL, more rows
 -- than one multi-key call (128 rows) and than one page (batch_size 1000)
 CREATE TABLE fm_j (id int PRIMARY KEY, v text);
