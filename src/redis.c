@@ -528,7 +528,7 @@ cs_redis_try_run(CsPipeline *p, CsReply ***replies)
 			ok = set_failure(CS_FAIL_IO, "the connection was lost while sending commands");
 		else
 			ok = (p->sent > 0 || ensure_connected()) &&
-				roundtrip(p->buf.data + p->sent, p->buf.len - p->sent, p->ncommands, out);
+				roundtrip(p->buf.data, p->buf.len, p->ncommands, out);
 	}
 	PG_CATCH();
 	{
@@ -634,7 +634,7 @@ cs_pipeline_flush(CsPipeline *p)
 {
 	bool		ok;
 
-	if (p->failed || p->buf.len == p->sent)
+	if (p->failed || p->buf.len == 0)
 		return;
 	if (cs_inflight != 0 && cs_inflight != p->id)
 		cs_redis_disconnect();	/* another pipeline's replies are unread */
@@ -646,7 +646,7 @@ cs_pipeline_flush(CsPipeline *p)
 			ok = set_failure(CS_FAIL_IO, "the connection was lost while sending commands");
 		else
 			ok = (p->sent > 0 || ensure_connected()) &&
-				send_all(p->buf.data + p->sent, p->buf.len - p->sent);
+				send_all(p->buf.data, p->buf.len);
 	}
 	PG_CATCH();
 	{
@@ -661,7 +661,9 @@ cs_pipeline_flush(CsPipeline *p)
 		return;
 	}
 	cs_inflight = p->id;
-	p->sent = p->buf.len;
+	/* what was sent is not needed again: the pipeline holds only the rest */
+	p->sent += p->buf.len;
+	resetStringInfo(&p->buf);
 }
 
 /* Raises the ERROR that describes the last failure. */
@@ -772,6 +774,28 @@ cs_pipeline_reset(CsPipeline *p)
 }
 
 /*
+ * Appends a RESP header line ("*<n>" or "$<n>" and CRLF): populators append
+ * several per row, and a vsnprintf (appendStringInfo) per argument costs
+ * more than the digits.
+ */
+static void
+append_resp_len(StringInfo buf, char kind, size_t n)
+{
+	char		tmp[24];
+	int			i = sizeof(tmp);
+
+	tmp[--i] = '\n';
+	tmp[--i] = '\r';
+	do
+	{
+		tmp[--i] = '0' + n % 10;
+		n /= 10;
+	} while (n > 0);
+	tmp[--i] = kind;
+	appendBinaryStringInfo(buf, tmp + i, sizeof(tmp) - i);
+}
+
+/*
  * Appends one command as a RESP array of bulk strings: binary safe, never
  * formatted into a command string.  argvlen NULL means NUL-terminated
  * arguments.
@@ -780,12 +804,12 @@ void
 cs_pipeline_append(CsPipeline *p, int argc, const char *const *argv,
 				   const size_t *argvlen)
 {
-	appendStringInfo(&p->buf, "*%d\r\n", argc);
+	append_resp_len(&p->buf, '*', argc);
 	for (int i = 0; i < argc; i++)
 	{
 		size_t		len = argvlen ? argvlen[i] : strlen(argv[i]);
 
-		appendStringInfo(&p->buf, "$%zu\r\n", len);
+		append_resp_len(&p->buf, '$', len);
 		appendBinaryStringInfo(&p->buf, argv[i], len);
 		appendBinaryStringInfo(&p->buf, "\r\n", 2);
 	}

@@ -39,12 +39,16 @@ typedef struct CsReply
 	struct CsReply **elem;
 } CsReply;
 
-/* Commands queued to be sent in one write: RESP-encoded argument vectors. */
+/*
+ * Commands queued to be sent in one write: RESP-encoded argument vectors.
+ * buf holds the commands not sent yet; ncommands counts every command
+ * appended, sent or not, whose reply the run reads.
+ */
 typedef struct CsPipeline
 {
 	StringInfoData buf;
 	int			ncommands;
-	int			sent;			/* bytes of buf already sent (cs_pipeline_flush) */
+	int64		sent;			/* bytes sent by cs_pipeline_flush (no longer in buf) */
 	bool		failed;			/* a flush failed: the run fails too */
 	uint64		id;				/* tells pipelines apart (redis.c) */
 } CsPipeline;

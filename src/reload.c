@@ -5,10 +5,12 @@
  *
  * Two passes.  First every row is written: pages of cachesync.batch_size
  * rows in key order, each read with its own fresh snapshot taken after the
- * page's populator version was drawn (cs_version_for_read), and sent as one
- * pipeline of fenced puts.  Then every key under the table's prefix whose
- * row does not exist is removed: SCAN pages, an existence check per page,
- * fenced deletes of the keys without a row.  Nothing is flushed first:
+ * page's populator version was drawn (cs_version_for_read), and sent as
+ * multi-key fenced puts (cachesync_put_many).  Then every key under the
+ * table's prefix whose row does not exist is removed: SCAN pages, and per
+ * page a Redis-side sweep that deletes the keys whose version is older than
+ * the first pass's first version (see cs_sync_orphans for why that is
+ * exactly the keys without a row).  Nothing is flushed first:
  * cached rows stay readable throughout, and Redis only ever receives
  * committed rows.
  *
@@ -84,7 +86,7 @@ reload_table(CsTable *t)
 	pgstat_report_activity(STATE_RUNNING,
 						   psprintf("cachesync.reload: \"%s\": " INT64_FORMAT " rows written; removing keys without a row",
 									get_rel_name(t->relid), r.pushed));
-	if (!cs_sync_orphans(t, &orphans))
+	if (!cs_sync_orphans(t, r.first_version, &orphans))
 		cs_redis_raise_failure();
 	cs_stats_add(t->relid, CS_STAT_PUSHED, r.pushed);
 	cs_stats_add(t->relid, CS_STAT_INVALIDATED, orphans.removed);

@@ -44,17 +44,186 @@
 /* keys whose write is guarded (cs_sync_keys_guarded), or NULL */
 static HTAB *sync_guards = NULL;
 
-/* Appends the fenced write of key, through its guard if it has one. */
+/*
+ * Rows per multi-key call (cachesync_put_many / cachesync_del_many), and
+ * bytes of values per call: one call is one Lua run that blocks Redis, and
+ * the whole pipeline is held in memory until it is sent.
+ */
+#define CS_BATCH_ROWS 128
+#define CS_BATCH_BYTES (256 * 1024)
+
+/*
+ * The fenced writes of a populator collected into multi-key calls: every
+ * row of a populator's batch shares the table (format, TTL) and the
+ * version, so one FCALL carries many rows (about 3x cheaper for Redis than
+ * one cachesync_put per row).  Puts and deletes go to separate calls; each
+ * key appears at most once per populator batch, so their order does not
+ * matter.
+ */
+typedef struct CsBatch
+{
+	CsPipeline *p;
+	CsTable    *t;
+	uint64		version;
+	bool		put;			/* puts (values), else keys only */
+	const char *fn;				/* the function called */
+	int			nrows;
+	const char **keys;			/* row key, version key per row */
+	size_t	   *keylens;
+	int			nvals;			/* values (and hash field counts) */
+	int			maxvals;
+	const char **vals;
+	size_t	   *vallens;
+	size_t		bytes;
+} CsBatch;
+
+/*
+ * Starts an empty batch of puts (put) or deletes of t on p.  Deletes carry
+ * the tombstone TTL; so does a sweep (fn changed to cachesync_sweep, with
+ * the minimum version as version).
+ */
 static void
-append_write(CsTable *t, CsPipeline *p, char *key, CsValue *value, uint64 version)
+batch_init(CsBatch *b, CsPipeline *p, CsTable *t, uint64 version, bool put)
+{
+	b->p = p;
+	b->t = t;
+	b->version = version;
+	b->put = put;
+	b->fn = put ? "cachesync_put_many" : "cachesync_del_many";
+	b->nrows = 0;
+	b->keys = palloc(sizeof(char *) * 2 * CS_BATCH_ROWS);
+	b->keylens = palloc(sizeof(size_t) * 2 * CS_BATCH_ROWS);
+	b->nvals = 0;
+	b->maxvals = put ? 2 * CS_BATCH_ROWS : 0;
+	b->vals = put ? palloc(sizeof(char *) * b->maxvals) : NULL;
+	b->vallens = put ? palloc(sizeof(size_t) * b->maxvals) : NULL;
+	b->bytes = 0;
+}
+
+/*
+ * Appends the collected rows to the pipeline as one FCALL and empties the
+ * batch; returns true when it appended one.
+ */
+static bool
+batch_emit(CsBatch *b)
+{
+	int			nhead = b->put ? 3 : 2;
+	int			argc = 3 + 2 * b->nrows + nhead + b->nvals;
+	const char **argv;
+	size_t	   *lens;
+	char		vbuf[32];
+	char		nbuf[32];
+	char		ttl[32];
+	int			a = 0;
+
+	if (b->nrows == 0)
+		return false;
+	argv = palloc(sizeof(char *) * argc);
+	lens = palloc(sizeof(size_t) * argc);
+	snprintf(vbuf, sizeof(vbuf), UINT64_FORMAT, b->version);
+	snprintf(nbuf, sizeof(nbuf), "%d", 2 * b->nrows);
+	if (b->put)
+		snprintf(ttl, sizeof(ttl), INT64_FORMAT, b->t->ttl_ms);
+	else
+		snprintf(ttl, sizeof(ttl), "%d", cachesync_tombstone_ttl);
+	argv[a++] = "FCALL";
+	argv[a++] = b->fn;
+	argv[a++] = nbuf;
+	for (int i = 0; i < a; i++)
+		lens[i] = strlen(argv[i]);
+	memcpy(argv + a, b->keys, sizeof(char *) * 2 * b->nrows);
+	memcpy(lens + a, b->keylens, sizeof(size_t) * 2 * b->nrows);
+	a += 2 * b->nrows;
+	argv[a] = vbuf;
+	lens[a] = strlen(vbuf);
+	a++;
+	argv[a] = ttl;
+	lens[a] = strlen(ttl);
+	a++;
+	if (b->put)
+	{
+		argv[a] = b->t->format == CS_FORMAT_JSON ? "json" : "hash";
+		lens[a] = 4;
+		a++;
+		memcpy(argv + a, b->vals, sizeof(char *) * b->nvals);
+		memcpy(lens + a, b->vallens, sizeof(size_t) * b->nvals);
+		a += b->nvals;
+	}
+	Assert(a == argc);
+	cs_pipeline_append(b->p, argc, argv, lens);
+	pfree(argv);
+	pfree(lens);
+	b->nrows = 0;
+	b->nvals = 0;
+	b->bytes = 0;
+	return true;
+}
+
+/* Adds one value argument to b. */
+static void
+batch_add_val(CsBatch *b, const char *val, size_t len)
+{
+	if (b->nvals == b->maxvals)
+	{
+		b->maxvals *= 2;
+		b->vals = repalloc(b->vals, sizeof(char *) * b->maxvals);
+		b->vallens = repalloc(b->vallens, sizeof(size_t) * b->maxvals);
+	}
+	b->vals[b->nvals] = val;
+	b->vallens[b->nvals++] = len;
+	b->bytes += len;
+}
+
+/*
+ * Adds the fenced write of key (value NULL: a delete, which b must be
+ * for) to b; returns true when that completed a call (batch_emit).  The
+ * strings must live until the batch is emitted.
+ */
+static bool
+batch_add(CsBatch *b, const char *key, CsValue *value)
+{
+	char	   *vkey = cs_version_key(key);
+
+	Assert(b->put == (value != NULL));
+	b->keys[2 * b->nrows] = key;
+	b->keylens[2 * b->nrows] = strlen(key);
+	b->keys[2 * b->nrows + 1] = vkey;
+	b->keylens[2 * b->nrows + 1] = strlen(vkey);
+	b->bytes += b->keylens[2 * b->nrows] + b->keylens[2 * b->nrows + 1];
+	b->nrows++;
+	if (value && b->t->format == CS_FORMAT_JSON)
+		batch_add_val(b, value->args[0], value->lens[0]);
+	else if (value)
+	{
+		char	   *n = psprintf("%d", value->nargs);
+
+		batch_add_val(b, n, strlen(n));
+		for (int i = 0; i < value->nargs; i++)
+			batch_add_val(b, value->args[i], value->lens[i]);
+	}
+	if (b->nrows == CS_BATCH_ROWS || b->bytes >= CS_BATCH_BYTES)
+		return batch_emit(b);
+	return false;
+}
+
+/*
+ * Appends the fenced write of key: through its guard if it has one (on
+ * its own, cachesync_settle), else into batch (puts) or dels (deletes).
+ * Returns true when a multi-key call was completed.
+ */
+static bool
+append_write(CsBatch *batch, char *key, CsValue *value)
 {
 	CsSyncGuard *g = sync_guards ? hash_search(sync_guards, &key, HASH_FIND, NULL) : NULL;
+	CsTable    *t = batch->t;
 
 	if (g)
-		cs_append_guarded_write(p, key, cs_wb_guard_key(key), g->id, value,
-								t->format, t->ttl_ms, version);
-	else
-		cs_append_fenced_write(p, key, value, t->format, t->ttl_ms, version);
+	{
+		cs_append_guarded_write(batch->p, key, cs_wb_guard_key(key), g->id, value,
+								t->format, t->ttl_ms, batch->version);
+		return false;
+	}
+	return batch_add(batch, key, value);
 }
 
 /* called after each page cs_sync_table wrote (reload's progress report) */
@@ -214,7 +383,7 @@ run_fresh(CsTable *t, const char *query, int nargs, Oid *types, Datum *args)
 }
 
 /* rows formatted between two sends of a pipeline (cs_pipeline_flush) */
-#define CS_FLUSH_ROWS 256
+#define CS_FLUSH_ROWS CS_BATCH_ROWS
 
 /*
  * Appends a fenced put of every row in SPI_tuptable (whole-row values of
@@ -227,8 +396,13 @@ append_rows_each(CsTable *t, CsPipeline *p, uint64 version, HTAB *found,
 				 CsRowFn each, void *arg)
 {
 	Relation	rel = relation_open(t->relid, AccessShareLock);
+	TupleDesc	desc = RelationGetDescr(rel);
 	char	   *key = NULL;
+	CsBatch		batch;
+	int			unsent = 0;
 
+	if (p)
+		batch_init(&batch, p, t, version, true);
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
 		bool		isnull;
@@ -241,23 +415,32 @@ append_rows_each(CsTable *t, CsPipeline *p, uint64 version, HTAB *found,
 		ItemPointerSetInvalid(&tuple.t_self);
 		tuple.t_tableOid = t->relid;
 		tuple.t_data = hdr;
-		key = cs_row_key(t, &tuple, RelationGetDescr(rel));
-		value = cs_row_value(t, &tuple, RelationGetDescr(rel));
-		/* a row whose key names one of the table's streams is never cached */
-		if (p && !cs_is_stream_key(t, key))
-			append_write(t, p, key, value, version);
+		key = cs_row_key(t, &tuple, desc);
+		value = cs_row_value(t, &tuple, desc);
 		if (found)
 			hash_search(found, &key, HASH_ENTER, NULL);
 		if (each)
 			each(key, value, arg);
+		/* a row whose key names one of the table's streams is never cached */
+		if (p && !cs_is_stream_key(t, key))
+		{
+			append_write(&batch, key, value);
+			unsent++;
+		}
 		/*
 		 * Populators (no callback) let Redis work on the first rows while
 		 * the next ones are formatted; read-through stores only after its
 		 * caller's checks.
 		 */
-		if (p && !each && (r + 1) % CS_FLUSH_ROWS == 0)
+		if (p && !each && unsent >= CS_FLUSH_ROWS)
+		{
+			batch_emit(&batch);
 			cs_pipeline_flush(p);
+			unsent = 0;
+		}
 	}
+	if (p)
+		batch_emit(&batch);
 	relation_close(rel, AccessShareLock);
 	return key;
 }
@@ -394,6 +577,7 @@ cs_sync_keys(CsTable *t, List *keys, uint64 version, CsSyncResult *result)
 	List	   *rowkeys = NIL;
 	List	   *strays = NIL;
 	CsFetch		f = {0};
+	CsBatch		dels;
 	ListCell   *lc;
 	int			m = 0;
 
@@ -443,11 +627,13 @@ cs_sync_keys(CsTable *t, List *keys, uint64 version, CsSyncResult *result)
 		if (hash_search(f.found, &key, HASH_FIND, NULL) == NULL)
 			strays = lappend(strays, key);
 	}
+	batch_init(&dels, f.p, t, version, false);
 	foreach(lc, strays)
 	{
-		append_write(t, f.p, lfirst(lc), NULL, version);
+		append_write(&dels, lfirst(lc), NULL);
 		result->removed++;
 	}
+	batch_emit(&dels);
 	return f.p->ncommands == 0 || send_writes(f.p);
 }
 
@@ -644,31 +830,76 @@ cs_orphans_among(CsTable *t, List *keys)
 	return result;
 }
 
-/* cs_keyspace_scan callback: removes the keys of one SCAN page that have no row. */
-static bool
-orphans_page(List *keys, void *arg)
+typedef struct SweepArg
 {
-	SyncPageArg *a = arg;
-	List	   *orphans = cs_orphans_among(a->t, keys);
+	CsTable    *t;
+	uint64		min_version;
+	CsSyncResult *result;
+} SweepArg;
 
-	if (orphans == NIL)
+/*
+ * cs_keyspace_scan callback: removes the keys of one SCAN page whose
+ * version is missing or older than the reload's first version
+ * (cachesync_sweep), in calls of CS_BATCH_ROWS keys.  Streams are skipped.
+ */
+static bool
+sweep_page(List *keys, void *arg)
+{
+	SweepArg   *a = arg;
+	CsPipeline *p = cs_pipeline_create();
+	CsBatch		b;
+	CsReply   **replies;
+	const char *error;
+	ListCell   *lc;
+
+	batch_init(&b, p, a->t, a->min_version, false);
+	b.fn = "cachesync_sweep";
+	foreach(lc, keys)
+		if (!cs_is_stream_key(a->t, lfirst(lc)))
+			batch_add(&b, lfirst(lc), NULL);
+	batch_emit(&b);
+	if (p->ncommands == 0)
 		return true;
-	/* cs_sync_keys reads each again: a row inserted meanwhile is written */
-	return cs_sync_keys(a->t, orphans, cs_version_for_read(), a->result);
+	if (!cs_redis_try_run(p, &replies))
+		return false;
+	if (!cs_replies_ok(replies, p->ncommands, &error))
+	{
+		cs_redis_disconnect();
+		return false;
+	}
+	for (int i = 0; i < p->ncommands; i++)
+		if (replies[i]->type == CS_REPLY_INTEGER)
+			a->result->removed += replies[i]->integer;
+	return true;
 }
 
 /*
- * Removes every key under t's prefix whose row does not exist (fenced
- * deletes), leaving the other keys untouched: a reload's second pass, after
- * cs_sync_table has written every row.  Returns false when Redis failed.
+ * Removes every key under t's prefix that has no row, leaving the other
+ * keys untouched: a reload's second pass, after cs_sync_table has written
+ * every row with versions of at least min_version (its first one).
+ *
+ * Redis decides alone, with no read in Postgres: after that first pass,
+ * every row that exists has a version of at least min_version at its key
+ * (the reload's put, or the write of a commit after the row's page
+ * snapshot, which the fence orders after it), so a key whose version is
+ * missing or older is a key without a row: a deleted row's leftover, a key
+ * no row can have, or a value written without a version by another
+ * client.  It is deleted with a tombstone of min_version, which a later
+ * writer of the row (a commit after the snapshot: higher version) still
+ * passes and an older populator does not.  A key whose row appeared after
+ * its page's snapshot and is not in Redis yet (async, queued) is not
+ * touched: the worker writes it with a newer version.  Keys with a TTL
+ * carry their version key with the same TTL, so both are there or neither.
+ * Streams under the prefix are never touched.  Returns false when Redis
+ * failed.
  */
 bool
-cs_sync_orphans(CsTable *t, CsSyncResult *result)
+cs_sync_orphans(CsTable *t, uint64 min_version, CsSyncResult *result)
 {
-	SyncPageArg a = {t, 0, result};
+	SweepArg	a = {t, min_version, result};
 	char	   *prefix = psprintf("%s%s", cachesync_key_prefix, t->key_prefix);
 
-	return cs_keyspace_scan(prefix, orphans_page, &a);
+	return cs_keyspace_scan(prefix, sweep_page, &a);
 }
 
 /* Returns the ORDER BY list of t's key columns. */
@@ -707,6 +938,9 @@ page_query(CsTable *t, bool first)
 	return q.data;
 }
 
+/* multi-key calls cs_sync_table sends before it reads their replies */
+#define CS_SYNC_UNREAD 1024
+
 /*
  * Writes every row of t to Redis, one page of cachesync.batch_size rows at a
  * time in key order, each page with a version drawn just before its fresh
@@ -726,12 +960,13 @@ cs_sync_table(CsTable *t, CsSyncResult *result)
 												   "cachesync load page",
 												   ALLOCSET_DEFAULT_SIZES);
 	MemoryContext old;
+	CsPipeline *p = cs_pipeline_create();
 
 	for (int i = 0; i < t->nkeys; i++)
 		types[i] = TEXTOID;
+
 	while (more)
 	{
-		CsPipeline *p;
 		char	   *last;
 		char	  **values;
 		uint64		version;
@@ -740,17 +975,31 @@ cs_sync_table(CsTable *t, CsSyncResult *result)
 		CHECK_FOR_INTERRUPTS();
 		old = MemoryContextSwitchTo(page_cxt);
 		version = cs_version_for_read();
+		if (!started)
+			result->first_version = version;
 		cs_become_owner(t->relid, &save);
 		run_fresh(t, started ? next : first, started ? t->nkeys : 0, types, args);
 		more = (SPI_processed == (uint64) cachesync_batch_size);
-		p = cs_pipeline_create();
 		last = append_rows(t, p, version, NULL);
 		result->pushed += SPI_processed;
 		cs_stop_being_owner(&save);
-		if (p->ncommands > 0 && !send_writes(p))
+
+		/*
+		 * Send the page but read the replies only every CS_SYNC_UNREAD
+		 * calls: Redis applies this page while the next one is read and
+		 * formatted (pages hold different keys, and each write carries the
+		 * version drawn before its own snapshot, so their order in Redis
+		 * does not matter).
+		 */
+		cs_pipeline_flush(p);
+		if (p->ncommands > 0 && (!more || p->failed || p->ncommands >= CS_SYNC_UNREAD))
 		{
-			MemoryContextSwitchTo(old);
-			return false;
+			if (!send_writes(p))
+			{
+				MemoryContextSwitchTo(old);
+				return false;
+			}
+			cs_pipeline_reset(p);
 		}
 		if (more)
 		{

@@ -19,6 +19,7 @@ typedef struct CsSyncResult
 {
 	int64		pushed;			/* rows written */
 	int64		removed;		/* keys whose row is gone */
+	uint64		first_version;	/* cs_sync_table: the first version it drew */
 } CsSyncResult;
 
 /* receives each row a read found: its Redis key and cached value */
@@ -52,7 +53,7 @@ typedef void (*cs_sync_progress_hook_type) (CsTable *t, CsSyncResult *sofar);
 extern PGDLLIMPORT cs_sync_progress_hook_type cs_sync_progress_hook;
 
 extern List *cs_orphans_among(CsTable *t, List *keys);
-extern bool cs_sync_orphans(CsTable *t, CsSyncResult *result);
+extern bool cs_sync_orphans(CsTable *t, uint64 min_version, CsSyncResult *result);
 extern bool cs_sync_prefix(CsTable *t, uint64 version, CsSyncResult *result);
 extern bool cs_sync_table(CsTable *t, CsSyncResult *result);
 extern void cs_require_select(Oid relid);

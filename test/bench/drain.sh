@@ -19,7 +19,8 @@
 #
 # Baseline in the same run: `redis-cli --pipe` of 200k SET commands with the
 # same row_to_json values (what Redis alone absorbs), and of 200k
-# `FCALL cachesync_put` (the fenced write the worker sends per row).
+# `FCALL cachesync_put` (one fenced write per row), and of the same rows in
+# `FCALL cachesync_put_many` calls of 128 rows (what populators send).
 set -euo pipefail
 # shellcheck source=test/bench/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -86,7 +87,7 @@ done
 
 # -- baseline: Redis alone ------------------------------------------------------
 declare -A PIPE=()
-for kind in set fcall; do
+for kind in set fcall fcall_many; do
     f=$CS_TMP/pipe.$kind
     n=$("$BENCH_PY" "$BENCH_DIR/drain_pipe.py" "$(bench_dsn)" "$f" "$kind" 2)
     for rep in $(seq "$REPS"); do
@@ -97,7 +98,7 @@ for kind in set fcall; do
         grep -q 'errors: 0' <<<"$out" || { echo "$out" >&2; cs_die "redis-cli --pipe ($kind) reported errors"; }
         rate=$(awk -v n="$n" -v a="$s0" -v b="$s1" 'BEGIN {printf "%.0f", n / (b - a)}')
         PIPE[$kind]+="$rate "
-        bench_log "redis-cli --pipe $n $kind commands: $(awk -v a="$s0" -v b="$s1" 'BEGIN {printf "%.3f", b - a}') s = $rate commands/s"
+        bench_log "redis-cli --pipe $n rows as $kind commands: $(awk -v a="$s0" -v b="$s1" 'BEGIN {printf "%.3f", b - a}') s = $rate rows/s"
     done
     cs_redis_cli -n 1 FLUSHDB >/dev/null
 done
@@ -105,6 +106,7 @@ done
 # -- summary ----------------------------------------------------------------------
 set_med=$(median ${PIPE[set]})
 fcall_med=$(median ${PIPE[fcall]})
+many_med=$(median ${PIPE[fcall_many]})
 echo
 echo "== async queue drain: $changes queued changes ($BENCH_ROWS distinct keys, format json), median of $REPS, fsync=$(bq -c 'SHOW fsync'), $(nproc) CPUs"
 printf '  %-22s %-28s %12s  %-10s %s\n' config "changes/s per rep" median "vs SET" "target >= $TARGET/s"
@@ -117,6 +119,8 @@ done
 printf '  %-22s %-28s %12.0f  %-10s %s\n' "redis-cli --pipe SET" "${PIPE[set]}" "$set_med" "1.00x" "(Redis alone, baseline)"
 printf '  %-22s %-28s %12.0f  %-10s %s\n' "redis-cli --pipe FCALL" "${PIPE[fcall]}" "$fcall_med" \
     "$(awk -v a="$fcall_med" -v b="$set_med" 'BEGIN {printf "%.2fx", a / b}')" "(cachesync_put per row, Redis alone)"
+printf '  %-22s %-28s %12.0f  %-10s %s\n' "redis-cli --pipe MANY" "${PIPE[fcall_many]}" "$many_med" \
+    "$(awk -v a="$many_med" -v b="$set_med" 'BEGIN {printf "%.2fx", a / b}')" "(rows/s, cachesync_put_many of 128 rows, Redis alone)"
 echo "  drain times (s), from Redis answering again to an empty queue:"
 for bs in "${BATCHES[@]}"; do echo "    batch_size=$bs: ${TOTAL[$bs]}"; done
 echo "  CPU used during each drain (wall time last):"
