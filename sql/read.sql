@@ -160,3 +160,17 @@ RESET client_min_messages;
 SELECT count(*) AS counters_left FROM cachesync._hot_keys() WHERE relid = 'rd_hash'::regclass;
 DROP TABLE rd_json, rd_hash, rd_comp, rd_wa, rd_ttl, rd_wb;
 DROP ROLE rd_reader, rd_columns, rd_partial;
+
+-- a column named r: the populators' queries read the whole row, not the
+-- column (this used to crash the backend)
+CREATE TABLE rd_colr (id int PRIMARY KEY, r int);
+SELECT cachesync.register('rd_colr', mode => 'write_around');
+INSERT INTO rd_colr VALUES (1, 7), (2, NULL);
+SELECT cachesync.get('rd_colr', '1') AS miss, cachesync.get('rd_colr', '1') AS hit,
+       cachesync.get('rd_colr', '2') AS null_r;
+SELECT cachesync.reload('rd_colr') AS reloaded;
+SELECT rd_redis('GET', 'public.rd_colr:2') AS after_reload;
+SET client_min_messages = warning;
+SELECT cachesync.unregister('rd_colr', purge => true);
+RESET client_min_messages;
+DROP TABLE rd_colr;

@@ -266,7 +266,8 @@ fetch_query(CsTable *t)
 												 get_rel_name(t->relid));
 
 	initStringInfo(&q);
-	appendStringInfo(&q, "SELECT r FROM %s r JOIN ROWS FROM (", rel);
+	/* (r.*), not r: a column named r would be read instead of the row */
+	appendStringInfo(&q, "SELECT (r.*)::%s FROM %s r JOIN ROWS FROM (", rel, rel);
 	for (int i = 0; i < t->nkeys; i++)
 		appendStringInfo(&q, "%spg_catalog.unnest($%d::pg_catalog.text[])", i ? ", " : "", i + 1);
 	appendStringInfoString(&q, ") AS u(");
@@ -299,32 +300,21 @@ static HTAB *plan_cache = NULL;
  * queries (a table's fetch by keys, its pages) for every batch, and parsing
  * and planning them each time cost a third of a busy worker's CPU.  The
  * plan cache revalidates the plan when a table it reads changes; a query
- * text that changes (the registration did) gets a new entry.  The cache is
- * emptied when it holds CS_PLAN_CACHE_MAX queries.
+ * text that changes (the registration did) gets a new entry.  Past
+ * CS_PLAN_CACHE_MAX queries, new ones are prepared for each use.
  */
 static SPIPlanPtr
-cached_plan(const char *query, int nargs, Oid *types)
+cached_plan(const char *query, int nargs, Oid *types, bool *temporary)
 {
 	uint32		hash = string_hash(query, strlen(query) + 1);
 	CsPlanEntry *e;
 	SPIPlanPtr	plan;
 
-	if (plan_cache == NULL || hash_get_num_entries(plan_cache) >= CS_PLAN_CACHE_MAX)
+	*temporary = false;
+	if (plan_cache == NULL)
 	{
 		HASHCTL		ctl = {0};
 
-		if (plan_cache != NULL)
-		{
-			HASH_SEQ_STATUS it;
-
-			hash_seq_init(&it, plan_cache);
-			while ((e = hash_seq_search(&it)) != NULL)
-			{
-				SPI_freeplan(e->plan);
-				pfree(e->query);
-			}
-			hash_destroy(plan_cache);
-		}
 		ctl.keysize = sizeof(uint32);
 		ctl.entrysize = sizeof(CsPlanEntry);
 		plan_cache = hash_create("cachesync populator plans", 16, &ctl,
@@ -336,16 +326,23 @@ cached_plan(const char *query, int nargs, Oid *types)
 	if (e != NULL && strcmp(e->query, query) == 0 && e->nargs == nargs &&
 		memcmp(e->types, types, sizeof(Oid) * nargs) == 0)
 		return e->plan;
-	if (e != NULL)
-	{
-		/* a hash collision: this query takes the slot */
-		SPI_freeplan(e->plan);
-		pfree(e->query);
-		hash_search(plan_cache, &hash, HASH_REMOVE, NULL);
-	}
+
+	/*
+	 * Not cached.  A full cache, or a slot another query holds (a hash
+	 * collision), is left alone: an entry's plan may be running further up
+	 * the stack (a type's output function can read through the cache), so
+	 * none is ever freed; this plan is the caller's to free.
+	 */
 	plan = SPI_prepare(query, nargs, types);
-	if (plan == NULL || SPI_keepplan(plan) != 0)
+	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	if (e != NULL || hash_get_num_entries(plan_cache) >= CS_PLAN_CACHE_MAX)
+	{
+		*temporary = true;
+		return plan;
+	}
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "SPI_keepplan failed");
 	e = hash_search(plan_cache, &hash, HASH_ENTER, NULL);
 	e->plan = plan;
 	e->query = MemoryContextStrdup(TopMemoryContext, query);
@@ -364,13 +361,16 @@ static void
 run_snapshot(CsTable *t, const char *query, int nargs, Oid *types, Datum *args,
 			 bool fresh)
 {
-	SPIPlanPtr	plan = cached_plan(query, nargs, types);
+	bool		temporary;
+	SPIPlanPtr	plan = cached_plan(query, nargs, types, &temporary);
 	Snapshot	snap;
 	int			rc;
 
 	snap = RegisterSnapshot(fresh ? GetLatestSnapshot() : GetActiveSnapshot());
 	rc = SPI_execute_snapshot(plan, args, NULL, snap, InvalidSnapshot, true, false, 0);
 	UnregisterSnapshot(snap);
+	if (temporary)
+		SPI_freeplan(plan);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "could not read rows of \"%s\"", get_rel_name(t->relid));
 }
@@ -925,7 +925,7 @@ page_query(CsTable *t, bool first)
 	char	   *order = key_order(t);
 
 	initStringInfo(&q);
-	appendStringInfo(&q, "SELECT r FROM %s r", rel);
+	appendStringInfo(&q, "SELECT (r.*)::%s FROM %s r", rel, rel);
 	if (!first)
 	{
 		appendStringInfo(&q, " WHERE (%s) > (", order);

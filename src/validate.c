@@ -492,15 +492,16 @@ rows_page_query(CsTable *t, bool first)
 {
 	StringInfoData q;
 	StringInfoData order;
+	char	   *rel = quote_qualified_identifier(get_namespace_name(get_rel_namespace(t->relid)),
+												 get_rel_name(t->relid));
 
 	initStringInfo(&order);
 	for (int i = 0; i < t->nkeys; i++)
 		appendStringInfo(&order, "%sr.%s", i ? ", " : "",
 						 quote_identifier(get_attname(t->relid, t->key_attnums[i], false)));
 	initStringInfo(&q);
-	appendStringInfo(&q, "SELECT r FROM %s r",
-					 quote_qualified_identifier(get_namespace_name(get_rel_namespace(t->relid)),
-												get_rel_name(t->relid)));
+	/* (r.*), not r: a column named r would be read instead of the row */
+	appendStringInfo(&q, "SELECT (r.*)::%s FROM %s r", rel, rel);
 	if (!first)
 	{
 		appendStringInfo(&q, " WHERE (%s) > (", order.data);

@@ -59,8 +59,10 @@
 
 #include "access/htup_details.h"
 #include "access/relation.h"
+#include "access/genam.h"
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_index.h"
 #include "catalog/pg_type.h"
 #include "common/jsonapi.h"
 #include "executor/spi.h"
@@ -507,6 +509,91 @@ is_key(CsTable *t, AttrNumber att)
 }
 
 /*
+ * Returns true when folding relid's entries gives what applying them one by
+ * one in stream order gives:
+ * - every key column's text output is canonical for its equality (integers,
+ *   uuid, date, bool, text with a deterministic collation): the fold groups
+ *   entries by the row key's text, so keys that are equal but spelled
+ *   differently ('1' and '1.0' as numeric, citext) would make two folds of
+ *   one row, applied out of order;
+ * - no unique or exclusion index besides the key's: the folded statements
+ *   run deletes before upserts across rows, and a unique value moving from
+ *   one row to another could then succeed where stream order fails, or the
+ *   reverse.
+ * Other tables take the per-entry path.
+ */
+static CsTable *wb_lookup(Oid relid);
+
+static bool
+collapse_is_safe(Oid relid)
+{
+	CsTable    *t = wb_lookup(relid);
+	Relation	rel;
+	List	   *indexes;
+	ListCell   *lc;
+	bool		safe = true;
+	int			nkeys;
+	AttrNumber	keys[INDEX_MAX_KEYS];
+
+	if (t == NULL || t->nkeys > INDEX_MAX_KEYS)
+		return false;
+	/* opening relations may rebuild the registry: keep what we need */
+	nkeys = t->nkeys;
+	memcpy(keys, t->key_attnums, sizeof(AttrNumber) * nkeys);
+	for (int i = 0; i < nkeys; i++)
+	{
+		Oid			typid;
+		int32		typmod;
+		Oid			collid;
+
+		get_atttypetypmodcoll(relid, keys[i], &typid, &typmod, &collid);
+		switch (getBaseType(typid))
+		{
+			case INT2OID:
+			case INT4OID:
+			case INT8OID:
+			case OIDOID:
+			case UUIDOID:
+			case DATEOID:
+			case BOOLOID:
+				break;
+			case TEXTOID:
+			case VARCHAROID:
+				if (OidIsValid(collid) && !get_collation_isdeterministic(collid))
+					return false;
+				break;
+			default:
+				return false;
+		}
+	}
+	rel = relation_open(relid, AccessShareLock);
+	indexes = RelationGetIndexList(rel);
+	foreach(lc, indexes)
+	{
+		Relation	ind = index_open(lfirst_oid(lc), AccessShareLock);
+		Form_pg_index form = ind->rd_index;
+		bool		is_key = form->indisunique && !form->indisexclusion &&
+			form->indnkeyatts == nkeys &&
+			heap_attisnull(ind->rd_indextuple, Anum_pg_index_indpred, NULL);
+
+		for (int k = 0; is_key && k < nkeys; k++)
+		{
+			bool		found = false;
+
+			for (int j = 0; j < nkeys; j++)
+				found = found || form->indkey.values[k] == keys[j];
+			is_key = found;
+		}
+		if ((form->indisunique || form->indisexclusion) && !is_key)
+			safe = false;
+		index_close(ind, AccessShareLock);
+	}
+	list_free(indexes);
+	relation_close(rel, AccessShareLock);
+	return safe;
+}
+
+/*
  * Returns the row key of data (the table's row type filled from it); throws
  * for values the column types refuse and for NULL key values.
  */
@@ -519,7 +606,7 @@ data_key(CsTable *t, const char *rel, Datum data)
 	bool		isnull;
 	char	   *key;
 
-	if (run_jsonb(psprintf("SELECT r FROM pg_catalog.jsonb_populate_record(NULL::%s, $1) r", rel),
+	if (run_jsonb(psprintf("SELECT pg_catalog.jsonb_populate_record(NULL::%s, $1)", rel),
 				  data, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not read write-back data");
 	hdr = DatumGetHeapTupleHeader(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
@@ -935,7 +1022,7 @@ entry_keys(CsTable *t, const char *rel, WbEntry *es, int n)
 	}
 	if (m == 0)
 		return;
-	if (run_jsonb(psprintf("SELECT r FROM pg_catalog.jsonb_populate_recordset(NULL::%s, $1) r", rel),
+	if (run_jsonb(psprintf("SELECT pg_catalog.jsonb_populate_recordset(NULL::%s, $1)", rel),
 				  end_array(&st), true, 0) != SPI_OK_SELECT || SPI_processed != m)
 		elog(ERROR, "could not read write-back data");
 	r = relation_open(t->relid, AccessShareLock);
@@ -1297,7 +1384,8 @@ apply_batch(void *arg)
 			return false;
 		add_guard(b, t, entry_field(fields, "key"), id);
 	}
-	if (cachesync_writeback_collapse && n > 1 && apply_collapsed(relid, es, n, b->cxt))
+	if (cachesync_writeback_collapse && n > 1 && collapse_is_safe(relid) &&
+		apply_collapsed(relid, es, n, b->cxt))
 	{
 		for (int i = 0; i < n; i++)
 		{
