@@ -84,6 +84,7 @@ static bool healed_since_connect = false;
  */
 #define CS_RECHECK_MS 1000
 
+static uint64 healed_conn = 0;	/* cs_redis_connection_count() at the last full heal */
 static TimestampTz last_epoch_check = 0;
 static uint64 epoch_checked_conn = 0;	/* cs_redis_connection_count() then */
 static TimestampTz last_outbox_read = 0;
@@ -459,6 +460,7 @@ heal(void)
 		return redis_failed("healing unfinished pushes");
 	redis_ok();
 	healed_since_connect = true;
+	healed_conn = cs_redis_connection_count();
 	return CS_WORK_IDLE;
 }
 
@@ -662,6 +664,8 @@ round_of_work(void)
 		epoch_checked_conn = cs_redis_connection_count();
 	}
 	/* healing needs a transaction only after a reconnect or when asked */
+	if (healed_conn != cs_redis_connection_count())
+		healed_since_connect = false;
 	if (!healed_since_connect || heal_requested())
 	{
 		w = in_transaction(heal, "healing");

@@ -2,9 +2,9 @@
 # Write-back is exactly once in effect across crashes: the write-back worker
 # SIGKILLed and Postgres stopped with -m immediate in the middle of a stream;
 # a trigger records every application of every entry, and each entry must be
-# applied exactly once.  Batches go through the collapsed set-based path
-# (the default), with keys unique within every batch so that no entry is
-# folded away.  Entries at or before the stored progress are skipped
+# applied exactly once.  Twice: through the collapsed set-based path (the
+# default), with keys unique within every batch so that no entry is folded
+# away, and with collapsing off.  Entries at or before the stored progress are skipped
 # (what happens after a crash between the commit and XACK).
 
 use strict;
@@ -37,47 +37,64 @@ CacheSync::WriteBack::worker_pid($node);
 CacheSync::WriteBack::wait_for(sub {
 	$redis->cli('HEXISTS', '__cachesync:writeback', $stream) eq '1' });
 
-my $n = 6000;
-my (@cmds, %last);
-for my $seq (1 .. $n)
+# One crash run: entries with unique keys per batch, the write-back worker
+# SIGKILLed, then an immediate stop, both mid-stream.
+sub crash_run
 {
-	my $k = $seq % 400;
-	push @cmds, [ 'FCALL', 'cachesync_upsert', '2', "public.acc:$k", $stream, qq({"id":$k,"seq":$seq}) ];
-	$last{$k} = $seq;
+	my ($what) = @_;
+	my $n = 6000;
+	my (@cmds, %last);
+	for my $seq (1 .. $n)
+	{
+		my $k = $seq % 400;
+		push @cmds, [ 'FCALL', 'cachesync_upsert', '2', "public.acc:$k", $stream, qq({"id":$k,"seq":$seq}) ];
+		$last{$k} = $seq;
+	}
+	CacheSync::WriteBack::pipe_commands($redis, @cmds);
+	# a key of its own: any 200 consecutive entries have distinct keys, so that
+	# with cachesync.writeback_collapse on (the default) no entry is folded into
+	# another and every one must fire the trigger exactly once
+	my $end = $redis->cli('FCALL', 'cachesync_upsert', '2', 'public.acc:400', $stream,
+		qq({"id":400,"seq":@{[$n + 1]}}));
+	$last{400} = $n + 1;
+
+	# SIGKILL the write-back worker mid-stream (the postmaster restarts everything)
+	ok($node->poll_query_until('postgres', 'SELECT count(*) > 1000 FROM audit'), "$what: applying");
+	my $wpid = CacheSync::WriteBack::worker_pid($node);
+	kill 'KILL', $wpid;
+	$node->poll_query_until('postgres', 'SELECT true') or die 'node did not come back';
+	my $after_kill = $node->safe_psql('postgres', 'SELECT count(*) FROM audit');
+	note("applied when killed: about $after_kill");
+
+	# then an immediate stop mid-stream
+	ok($node->poll_query_until('postgres', "SELECT count(*) > $after_kill + 1000 FROM audit"),
+		"$what: applying again after the SIGKILL");
+	$node->stop('immediate');
+	$node->start;
+
+	ok(CacheSync::WriteBack::wait_applied($node, 'acc', $end), "$what: every entry applied in the end");
+	is($node->safe_psql('postgres', 'SELECT count(*), count(DISTINCT seq), min(seq), max(seq) FROM audit'),
+		join('|', $n + 1, $n + 1, 1, $n + 1), "$what: each entry was applied exactly once");
+	is($node->safe_psql('postgres', 'SELECT string_agg(id || \'=\' || seq, \',\' ORDER BY id) FROM acc'),
+		join(',', map { "$_=$last{$_}" } sort { $a <=> $b } keys %last), "$what: the table holds the last write per key");
+	is($redis->cli('XLEN', "$stream:dlq"), '0', "$what: nothing was dead-lettered");
+	is($redis->cli('XLEN', $stream), '0', "$what: the stream is trimmed");
+	is($redis->cli('XPENDING', $stream, 'cachesync', '-', '+', '10'), '', "$what: nothing is pending");
+	ok(CacheSync::WriteBack::wait_for(sub {
+		my $d = CacheSync::Redis::cache_diff($node, 'acc');
+		$d->{missing} + $d->{stale} + $d->{orphaned} == 0 }), "$what: the cache equals the table");
 }
-CacheSync::WriteBack::pipe_commands($redis, @cmds);
-# a key of its own: any 200 consecutive entries have distinct keys, so that
-# with cachesync.writeback_collapse on (the default) no entry is folded into
-# another and every one must fire the trigger exactly once
-my $end = $redis->cli('FCALL', 'cachesync_upsert', '2', 'public.acc:400', $stream,
-	qq({"id":400,"seq":@{[$n + 1]}}));
-$last{400} = $n + 1;
 
-# SIGKILL the write-back worker mid-stream (the postmaster restarts everything)
-ok($node->poll_query_until('postgres', 'SELECT count(*) > 1000 FROM audit'), 'applying');
-my $wpid = CacheSync::WriteBack::worker_pid($node);
-kill 'KILL', $wpid;
-$node->poll_query_until('postgres', 'SELECT true') or die 'node did not come back';
-my $after_kill = $node->safe_psql('postgres', 'SELECT count(*) FROM audit');
-note("applied when killed: about $after_kill");
+crash_run('collapsed');
 
-# then an immediate stop mid-stream
-ok($node->poll_query_until('postgres', "SELECT count(*) > $after_kill + 1000 FROM audit"),
-	'applying again after the SIGKILL');
-$node->stop('immediate');
-$node->start;
-
-ok(CacheSync::WriteBack::wait_applied($node, 'acc', $end), 'every entry applied in the end');
-is($node->safe_psql('postgres', 'SELECT count(*), count(DISTINCT seq), min(seq), max(seq) FROM audit'),
-	join('|', $n + 1, $n + 1, 1, $n + 1), 'each entry was applied exactly once');
-is($node->safe_psql('postgres', 'SELECT string_agg(id || \'=\' || seq, \',\' ORDER BY id) FROM acc'),
-	join(',', map { "$_=$last{$_}" } sort { $a <=> $b } keys %last), 'the table holds the last write per key');
-is($redis->cli('XLEN', "$stream:dlq"), '0', 'nothing was dead-lettered');
-is($redis->cli('XLEN', $stream), '0', 'the stream is trimmed');
-is($redis->cli('XPENDING', $stream, 'cachesync', '-', '+', '10'), '', 'nothing is pending');
-ok(CacheSync::WriteBack::wait_for(sub {
-	my $d = CacheSync::Redis::cache_diff($node, 'acc');
-	$d->{missing} + $d->{stale} + $d->{orphaned} == 0 }), 'the cache equals the table');
+# the same with collapsing off: every entry through the per-entry path
+# (also the collapsed path's fallback)
+$node->safe_psql('postgres', q{
+	ALTER SYSTEM SET cachesync.writeback_collapse = off;
+	SELECT pg_reload_conf();
+	TRUNCATE audit, acc;
+});
+crash_run('entry by entry');
 
 # entries at or before the stored progress are acknowledged, not applied
 # again (the worker crashed after the commit, before XACK)
