@@ -476,6 +476,7 @@ typedef struct LoadState
 	bool		failed;
 	int			tables;
 	int64		rows;
+	List	   *covered;		/* loaded tables whose queue entries it covers */
 } LoadState;
 
 /*
@@ -488,15 +489,70 @@ load_table(CsTable *t, void *arg)
 {
 	LoadState  *st = arg;
 	CsSyncResult r = {0};
+	CsSyncResult orphans = {0};
 
 	if (st->failed || t->broken ||
 		t->mode == CS_MODE_WRITE_AROUND)
 		return;
-	if (!cs_sync_table(t, &r))
+	/*
+	 * The rows, then a sweep of the keys they did not write: a Redis
+	 * restarted from an older snapshot holds keys of rows deleted since,
+	 * which nothing else would remove.
+	 */
+	if (!cs_sync_table(t, &r) || !cs_sync_orphans(t, r.first_version, &orphans))
 		st->failed = true;
 	cs_stats_add(t->relid, CS_STAT_PUSHED, r.pushed);
+	cs_stats_add(t->relid, CS_STAT_INVALIDATED, orphans.removed);
 	st->tables++;
 	st->rows += r.pushed;
+	/* a table that notifies still ships its entries: they publish them */
+	if (!t->notify)
+		st->covered = lappend_oid(st->covered, t->relid);
+}
+
+/*
+ * After a load: deletes the queue entries of the covered tables that
+ * committed before the load began (visible to before).  Every page of the
+ * load read its rows with a snapshot taken later, so those changes are in
+ * Redis already (or a later commit's entry or push supersedes them), and
+ * the sweep removed the keys of rows that are gone: shipping them again
+ * would only rewrite the same rows.
+ */
+static void
+drop_covered_entries(List *covered, Snapshot before)
+{
+	Oid			argtypes[1] = {OIDARRAYOID};
+	Datum		args[1];
+	Datum	   *oids;
+	ListCell   *lc;
+	SPIPlanPtr	plan;
+	ItemPointerData *tids;
+	int			i = 0;
+
+	if (covered == NIL)
+		return;
+	oids = palloc(sizeof(Datum) * list_length(covered));
+	foreach(lc, covered)
+		oids[i++] = ObjectIdGetDatum(lfirst_oid(lc));
+	args[0] = PointerGetDatum(construct_array(oids, i, OIDOID, sizeof(Oid), true, TYPALIGN_INT));
+	plan = SPI_prepare("SELECT ctid FROM cachesync.queue WHERE rel = ANY($1)", 1, argtypes);
+	if (plan == NULL ||
+		SPI_execute_snapshot(plan, args, NULL, before, InvalidSnapshot, true, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read cachesync.queue");
+	tids = palloc(sizeof(ItemPointerData) * Max(SPI_processed, 1));
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+
+		ItemPointerCopy((ItemPointer) DatumGetPointer(SPI_getbinval(SPI_tuptable->vals[r],
+																	SPI_tuptable->tupdesc, 1, &isnull)),
+						&tids[r]);
+	}
+	if (SPI_processed > 0)
+		ereport(LOG,
+				(errmsg("cachesync worker: the load covered " UINT64_FORMAT " queued changes; dropping them unshipped",
+						(uint64) SPI_processed)));
+	cs_delete_tids("queue", tids, (int) SPI_processed);
 }
 
 /* Returns the run_id line value of an INFO server reply, or "". */
@@ -526,6 +582,7 @@ load_if_empty(void)
 	CsReply   **r;
 	LoadState	st = {0};
 	char	   *run_id;
+	Snapshot	before;
 
 	cs_pipeline_append_strs(p, 2, (const char *[]) {"INFO", "server"});
 	cs_pipeline_append_strs(p, 2, (const char *[]) {"GET", epoch_key()});
@@ -539,15 +596,28 @@ load_if_empty(void)
 			(errmsg("cachesync worker: Redis at %s %s; loading the write_through and async tables",
 					cs_redis_server(),
 					r[1]->type == CS_REPLY_STRING ? "restarted" : "holds no cachesync data")));
+	/* queue entries visible now are covered by the load (drop_covered_entries) */
+	before = RegisterSnapshot(GetLatestSnapshot());
 	if (!cs_warmup())
+	{
+		UnregisterSnapshot(before);
 		return redis_failed("warming hot keys");
+	}
 	cs_registry_foreach(load_table, &st);
 	if (st.failed)
+	{
+		UnregisterSnapshot(before);
 		return redis_failed("loading tables into Redis");
+	}
 	cs_pipeline_reset(p);
 	cs_pipeline_append_strs(p, 3, (const char *[]) {"SET", epoch_key(), run_id});
 	if (!cs_redis_try_run(p, &r))
+	{
+		UnregisterSnapshot(before);
 		return redis_failed("marking Redis as loaded");
+	}
+	drop_covered_entries(st.covered, before);
+	UnregisterSnapshot(before);
 	redis_ok();
 	ereport(LOG,
 			(errmsg("cachesync worker: loaded " INT64_FORMAT " rows of %d tables into Redis",

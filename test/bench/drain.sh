@@ -5,11 +5,14 @@
 #   bash test/bench/drain.sh                 # as root, from the repo root
 #   BENCH_REPS=1 bash test/bench/drain.sh    # quicker
 #
-# The 100k-row bench table is registered async.  With Redis STOPPED (the
-# worker cannot ship; async writers only queue, so they still commit), two
-# full-table UPDATEs in separate transactions queue 200k changes.  Then Redis
-# is started again and the script times how long the worker takes to empty
-# cachesync.queue (polled every 50 ms), reported as changes/s.  BENCH_REPS (3)
+# The 100k-row bench table is registered async.  Two full-table UPDATEs in
+# separate transactions queue 200k changes while either Redis is STOPPED
+# (BENCH_HOLD=redis: then started again; a restarted Redis makes the worker
+# load the table, and the load covers the changes queued before it) or the
+# worker is stopped with SIGSTOP (BENCH_HOLD=worker: Redis keeps the cache,
+# every entry is shipped: the worker's shipping rate).  Default: both.  The
+# script times how long the worker takes to empty cachesync.queue (polled
+# every 50 ms), reported as changes/s.  BENCH_REPS (3)
 # repetitions, median; for cachesync.batch_size 1000 (the default) and 5000.
 #
 # The clock starts when the restarted Redis answers PING; the poller wakes the
@@ -51,38 +54,48 @@ check_cache() {   # a few rows: Redis value == row_to_json of the row
     return $bad
 }
 
+HOLDS=(${BENCH_HOLD:-redis worker})
+for hold in "${HOLDS[@]}"; do
 for bs in "${BATCHES[@]}"; do
     bq -c "ALTER SYSTEM SET cachesync.batch_size = $bs" -c "SELECT pg_reload_conf()" >/dev/null
     sleep 0.5
     for rep in $(seq "$REPS"); do
-        # SAVE first: the restarted Redis loads the snapshot and so still holds
-        # cachesync's data (an empty Redis makes the worker reload every
-        # write_through/async table before it ships the queue: not measured here)
-        cs_redis_cli SAVE >/dev/null
-        bench_redis_stop
+        wpid=$(worker_pid)
+        if [[ $hold == redis ]]; then
+            # Redis stopped, then restarted: a restarted Redis (another
+            # run_id) makes the worker load every write_through/async table
+            # first, and that load covers the changes queued before it
+            cs_redis_cli SAVE >/dev/null
+            bench_redis_stop
+        else
+            # the worker stopped (SIGSTOP), Redis up and holding the cache:
+            # the queue is shipped entry by entry, nothing is reloaded
+            kill -STOP "$wpid"
+        fi
         s0=$(date +%s.%N)
         bq -c "UPDATE bench SET v = v + 1" -c "UPDATE bench SET v = v + 1"
         upd_s=$(awk -v a="$s0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.2f", b - a}')
         depth=$(queue_depth)
-        wpid=$(worker_pid)
         wcpu0=$(cpu_s "$wpid")
-        bench_redis_start
+        rcpu0=0
+        if [[ $hold == redis ]]; then bench_redis_start; else rcpu0=$(cpu_s "$CS_REDIS_PID"); kill -CONT "$wpid"; fi
         t0=$(date +%s.%N)
         res=$("$BENCH_PY" "$BENCH_DIR/drain_poll.py" "$(bench_dsn)" "$t0" 300) ||
             { echo "$res" >&2; cs_die "the queue did not drain (batch_size $bs)"; }
         wcpu=$(awk -v a="$wcpu0" -v b="$(cpu_s "$wpid")" 'BEGIN {printf "%.2f", b - a}')
-        rcpu=$(cpu_s "$CS_REDIS_PID")
+        rcpu=$(awk -v a="$rcpu0" -v b="$(cpu_s "$CS_REDIS_PID")" 'BEGIN {printf "%.2f", b - a}')
         total=$(sed -n 's/.*total_s=\([0-9.]*\).*/\1/p' <<<"$res")
         first=$(sed -n 's/.*first_s=\([0-9.]*\).*/\1/p' <<<"$res")
         rate=$(awk -v n="$depth" -v s="$total" 'BEGIN {printf "%.0f", n / s}')
-        RATE[$bs]+="$rate "
-        TOTAL[$bs]+="$total "
+        RATE[$hold $bs]+="$rate "
+        TOTAL[$hold $bs]+="$total "
         ok=ok; check_cache || ok="CACHE MISMATCH"
-        bench_log "batch_size=$bs rep $rep: queued $depth changes (2 UPDATEs of $BENCH_ROWS rows with Redis down took ${upd_s} s); drained in ${total} s (first batch gone after ${first} s) = $rate changes/s; CPU during the drain: worker ${wcpu} s, redis ${rcpu} s; spot check $ok"
-        CPU[$bs]+="worker ${wcpu}s/redis ${rcpu}s of ${total}s; "
+        bench_log "$hold held, batch_size=$bs rep $rep: queued $depth changes (2 UPDATEs of $BENCH_ROWS rows took ${upd_s} s); drained in ${total} s (first batch gone after ${first} s) = $rate changes/s; CPU during the drain: worker ${wcpu} s, redis ${rcpu} s; spot check $ok"
+        CPU[$hold $bs]+="worker ${wcpu}s/redis ${rcpu}s of ${total}s; "
         [[ $depth == "$changes" ]] || bench_log "note: expected $changes queued changes, found $depth"
         bq -c "VACUUM cachesync.queue" -c "VACUUM bench"
     done
+done
 done
 
 # -- baseline: Redis alone ------------------------------------------------------
@@ -110,21 +123,24 @@ many_med=$(median ${PIPE[fcall_many]})
 echo
 echo "== async queue drain: $changes queued changes ($BENCH_ROWS distinct keys, format json), median of $REPS, fsync=$(bq -c 'SHOW fsync'), $(nproc) CPUs"
 printf '  %-22s %-28s %12s  %-10s %s\n' config "changes/s per rep" median "vs SET" "target >= $TARGET/s"
+for hold in "${HOLDS[@]}"; do
 for bs in "${BATCHES[@]}"; do
-    m=$(median ${RATE[$bs]})
+    m=$(median ${RATE[$hold $bs]})
     if awk -v r="$m" -v t="$TARGET" 'BEGIN {exit !(r >= t)}'; then v="target met"; else v="below target"; fi
-    printf '  %-22s %-28s %12.0f  %-10s %s\n' "batch_size=$bs" "${RATE[$bs]}" "$m" \
+    printf '  %-22s %-28s %12.0f  %-10s %s\n' "$hold held, bs=$bs" "${RATE[$hold $bs]}" "$m" \
         "$(awk -v a="$m" -v b="$set_med" 'BEGIN {printf "%.2fx", a / b}')" "$v"
 done
+done
+echo "  (redis held: Redis restarted, the worker's load covers the queue; worker held: every entry shipped)"
 printf '  %-22s %-28s %12.0f  %-10s %s\n' "redis-cli --pipe SET" "${PIPE[set]}" "$set_med" "1.00x" "(Redis alone, baseline)"
 printf '  %-22s %-28s %12.0f  %-10s %s\n' "redis-cli --pipe FCALL" "${PIPE[fcall]}" "$fcall_med" \
     "$(awk -v a="$fcall_med" -v b="$set_med" 'BEGIN {printf "%.2fx", a / b}')" "(cachesync_put per row, Redis alone)"
 printf '  %-22s %-28s %12.0f  %-10s %s\n' "redis-cli --pipe MANY" "${PIPE[fcall_many]}" "$many_med" \
     "$(awk -v a="$many_med" -v b="$set_med" 'BEGIN {printf "%.2fx", a / b}')" "(rows/s, cachesync_put_many of 128 rows, Redis alone)"
-echo "  drain times (s), from Redis answering again to an empty queue:"
-for bs in "${BATCHES[@]}"; do echo "    batch_size=$bs: ${TOTAL[$bs]}"; done
+echo "  drain times (s), from Redis answering again (or the worker resumed) to an empty queue:"
+for hold in "${HOLDS[@]}"; do for bs in "${BATCHES[@]}"; do echo "    $hold held, batch_size=$bs: ${TOTAL[$hold $bs]}"; done; done
 echo "  CPU used during each drain (wall time last):"
-for bs in "${BATCHES[@]}"; do echo "    batch_size=$bs: ${CPU[$bs]}"; done
+for hold in "${HOLDS[@]}"; do for bs in "${BATCHES[@]}"; do echo "    $hold held, batch_size=$bs: ${CPU[$hold $bs]}"; done; done
 problems=$(bench_pg_log_problems)
 if [[ -n $problems ]]; then
     echo "server log lines mentioning problems or the worker ($(wc -l <<<"$problems")), first 12 (the Redis stops are deliberate):"

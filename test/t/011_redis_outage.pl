@@ -118,6 +118,8 @@ converged('after Redis restarted empty');
 $log = substr(slurp_file($node->logfile), $logpos);
 like($log, qr/is reachable again/, 'the recovery is logged');
 like($log, qr/holds no cachesync data; loading/, 'the worker reloads an empty Redis');
+like($log, qr/the load covered \d+ queued changes; dropping them unshipped/,
+	'the changes queued before the load are covered by it, not shipped again');
 is($redis->cli('GET', 'public.aa:38'), '{"id":38,"v":2}', 'the last committed value is in Redis');
 
 # Redis killed in the middle of a concurrent load
@@ -149,5 +151,15 @@ converged('after error mode');
 # FLUSHALL: the same recovery
 $redis->cli('FLUSHALL');
 converged('after FLUSHALL');
+
+# Redis back from an older snapshot: keys of rows deleted since are still
+# there, with older versions or none.  The load sweeps them away.
+$redis->cli('SET', 'public.wt:9999', '{"id":9999,"v":1}');
+$redis->cli('SET', 'public.aa:9998', '{"id":9998,"v":1}');
+$redis->cli('SET', '__cachesync:v:public.aa:9998', '1');
+$redis->cli('DEL', '__cachesync:epoch');
+converged('after a restore from an older snapshot');
+is($redis->cli('EXISTS', 'public.wt:9999') . $redis->cli('EXISTS', 'public.aa:9998'), '00',
+	'the keys of rows that are gone are swept by the load');
 
 done_testing();
