@@ -88,7 +88,7 @@ sql "UPDATE demo_users SET email = 'ada@lovelace.org' WHERE id = 1;"
 sql "UPDATE demo_events SET kind = 'view' WHERE id <= 10;"
 sql "SELECT rel, queue_depth, errors, last_error FROM cachesync.stats ORDER BY rel::text;"
 
-say "Redis comes back empty: the worker reloads the tables and replays the queue"
+say "Redis comes back empty: the worker reloads the tables, which covers the queued changes"
 cs_start_redis "$CS_REDIS_PORT" >/dev/null
 sleep 3
 redis GET public.demo_users:1
