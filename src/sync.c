@@ -830,13 +830,6 @@ cs_orphans_among(CsTable *t, List *keys)
 	return result;
 }
 
-typedef struct SweepArg
-{
-	CsTable    *t;
-	uint64		min_version;
-	CsSyncResult *result;
-} SweepArg;
-
 /*
  * cs_keyspace_scan callback: removes the keys of one SCAN page whose
  * version is missing or older than the reload's first version
@@ -845,14 +838,14 @@ typedef struct SweepArg
 static bool
 sweep_page(List *keys, void *arg)
 {
-	SweepArg   *a = arg;
+	SyncPageArg *a = arg;	/* version: the minimum version kept */
 	CsPipeline *p = cs_pipeline_create();
 	CsBatch		b;
 	CsReply   **replies;
 	const char *error;
 	ListCell   *lc;
 
-	batch_init(&b, p, a->t, a->min_version, false);
+	batch_init(&b, p, a->t, a->version, false);
 	b.fn = "cachesync_sweep";
 	foreach(lc, keys)
 		if (!cs_is_stream_key(a->t, lfirst(lc)))
@@ -896,7 +889,7 @@ sweep_page(List *keys, void *arg)
 bool
 cs_sync_orphans(CsTable *t, uint64 min_version, CsSyncResult *result)
 {
-	SweepArg	a = {t, min_version, result};
+	SyncPageArg a = {t, min_version, result};
 	char	   *prefix = psprintf("%s%s", cachesync_key_prefix, t->key_prefix);
 
 	return cs_keyspace_scan(prefix, sweep_page, &a);
