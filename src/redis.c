@@ -83,7 +83,7 @@ static uint64 cs_inflight = 0;
 static uint64 cs_connections = 0;
 static uint64 cs_last_pipeline_id = 0;
 
-/* a hiredis reply being copied, freed by the PG_CATCH if palloc throws */
+/* a hiredis reply being copied, freed by cs_redis_disconnect if palloc throws */
 static void *cs_pending_reply = NULL;
 
 /*
@@ -152,6 +152,10 @@ cs_redis_disconnect(void)
 	cs_ctx = NULL;
 	cs_unread = 0;
 	cs_inflight = 0;
+	/* a reply an ERROR interrupted while it was being copied */
+	if (cs_pending_reply != NULL)
+		freeReplyObject(cs_pending_reply);
+	cs_pending_reply = NULL;
 }
 
 /* Returns true when s1 and s2 hold the same text (NULL counts as ""). */
@@ -532,10 +536,6 @@ cs_redis_try_run(CsPipeline *p, CsReply ***replies)
 	}
 	PG_CATCH();
 	{
-		cs_inflight = 0;
-		if (cs_pending_reply != NULL)
-			freeReplyObject(cs_pending_reply);
-		cs_pending_reply = NULL;
 		cs_redis_disconnect();
 		PG_RE_THROW();
 	}
@@ -605,9 +605,6 @@ cs_redis_send_unread(CsPipeline *p)
 	}
 	PG_CATCH();
 	{
-		if (cs_pending_reply != NULL)
-			freeReplyObject(cs_pending_reply);
-		cs_pending_reply = NULL;
 		cs_redis_disconnect();
 		PG_RE_THROW();
 	}
