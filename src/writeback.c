@@ -748,6 +748,34 @@ wb_transient(int sqlerrcode)
 }
 
 /*
+ * Becomes relid's owner to apply write-back entries, in a restricted
+ * operation.  The table's own triggers run as they would in a session of
+ * its owner: with the default search_path, not the pinned one (our
+ * statements qualify every name; pg_catalog, implicitly first, wins every
+ * operator lookup).
+ */
+static void
+wb_become_owner(Oid relid, CsAsOwner *save)
+{
+	GetUserIdAndSecContext(&save->userid, &save->sec);
+	SetUserIdAndSecContext(cs_rel_owner(relid),
+						   save->sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	save->nest = NewGUCNestLevel();
+	(void) set_config_option("search_path", "\"$user\", public",
+							 PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+}
+
+/* Undoes wb_become_owner(). */
+static void
+wb_stop_being_owner(CsAsOwner *save)
+{
+	AtEOXact_GUC(true, save->nest);
+	SetUserIdAndSecContext(save->userid, save->sec);
+}
+
+/*
  * Applies one entry in its own subtransaction, as the table's owner, with
  * capture of the table off.  A transient error (wb_transient) is thrown
  * again after the subtransaction's rollback: the batch rolls back and is
@@ -768,30 +796,13 @@ apply_entry(CsTable *t, const CsReply *fields, char **key, ErrorData **edata,
 	MemoryContextSwitchTo(old);
 	PG_TRY();
 	{
-		Oid			save_user;
-		int			save_sec;
+		CsAsOwner	save;
 
-		int			nest;
-
-		GetUserIdAndSecContext(&save_user, &save_sec);
-		SetUserIdAndSecContext(cs_rel_owner(t->relid),
-							   save_sec | SECURITY_LOCAL_USERID_CHANGE |
-							   SECURITY_RESTRICTED_OPERATION);
-		/*
-		 * The table's own triggers run here as they would in a session of
-		 * its owner: with the default search_path, not the pinned one (our
-		 * statements qualify every name; pg_catalog, implicitly first, wins
-		 * every operator lookup).
-		 */
-		nest = NewGUCNestLevel();
-		(void) set_config_option("search_path", "\"$user\", public",
-								 PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
+		wb_become_owner(t->relid, &save);
 		cs_capture_skip_relid = t->relid;
 		*key = MemoryContextStrdup(cxt, apply_fields(t, fields, check_only));
 		cs_capture_skip_relid = InvalidOid;
-		AtEOXact_GUC(true, nest);
-		SetUserIdAndSecContext(save_user, save_sec);
+		wb_stop_being_owner(&save);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(old);
 		CurrentResourceOwner = owner;
@@ -1222,21 +1233,12 @@ apply_collapsed(Oid relid, WbEntry *es, int n, MemoryContext cxt)
 	MemoryContextSwitchTo(old);
 	PG_TRY();
 	{
-		Oid			save_user;
-		int			save_sec;
-		int			nest;
+		CsAsOwner	save;
 		CsTable    *t = wb_lookup_or_throw(relid);
 		char	   *rel = rel_name(relid);
 		List	   *folds;
 
-		GetUserIdAndSecContext(&save_user, &save_sec);
-		SetUserIdAndSecContext(cs_rel_owner(relid),
-							   save_sec | SECURITY_LOCAL_USERID_CHANGE |
-							   SECURITY_RESTRICTED_OPERATION);
-		nest = NewGUCNestLevel();
-		(void) set_config_option("search_path", "\"$user\", public",
-								 PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SAVE, true, 0, false);
+		wb_become_owner(relid, &save);
 		for (int i = 0; i < n; i++)
 		{
 			CHECK_FOR_INTERRUPTS();
@@ -1260,8 +1262,7 @@ apply_collapsed(Oid relid, WbEntry *es, int n, MemoryContext cxt)
 		cs_capture_skip_relid = relid;
 		apply_folds(t, rel, folds);
 		cs_capture_skip_relid = InvalidOid;
-		AtEOXact_GUC(true, nest);
-		SetUserIdAndSecContext(save_user, save_sec);
+		wb_stop_being_owner(&save);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(old);
 		CurrentResourceOwner = owner;
