@@ -162,6 +162,49 @@ SELECT fm('FCALL', 'cachesync_put_many', '2', 'regress_fmj:10', '__cachesync:v:r
           '2', '0', 'json', '{"id":10}') AS resurrected;
 SELECT cachesync.reload('fm_j') AS rows_after, fm('EXISTS', 'regress_fmj:1') AS first_kept;
 
+-- settle_many (write-back): per key a guard (entry id) and 'p' + value or
+-- 'd'.  w1: guard holds its entry: written, guard removed; w2: guard names
+-- a newer entry: left alone, guard kept; w3: no guard: written; w4: delete
+-- with a tombstone; w5: guard holds its entry but the stored version is
+-- newer: not written, guard removed
+SELECT fm('SET', '__cachesync:wbid:regress_fm:w1', '1-1'), fm('SET', '__cachesync:wbid:regress_fm:w2', '9-9'),
+       fm('SET', 'regress_fm:w2', 'app'), fm('SET', 'regress_fm:w4', 'old'),
+       fm('SET', '__cachesync:wbid:regress_fm:w5', '1-5'), fm('SET', '__cachesync:v:regress_fm:w5', '900'),
+       fm('SET', 'regress_fm:w5', 'newer');
+SELECT fm('FCALL', 'cachesync_settle_many', '15',
+          'regress_fm:w1', '__cachesync:v:regress_fm:w1', '__cachesync:wbid:regress_fm:w1',
+          'regress_fm:w2', '__cachesync:v:regress_fm:w2', '__cachesync:wbid:regress_fm:w2',
+          'regress_fm:w3', '__cachesync:v:regress_fm:w3', '__cachesync:wbid:regress_fm:w3',
+          'regress_fm:w4', '__cachesync:v:regress_fm:w4', '__cachesync:wbid:regress_fm:w4',
+          'regress_fm:w5', '__cachesync:v:regress_fm:w5', '__cachesync:wbid:regress_fm:w5',
+          '500', '0', '60000', 'json',
+          '1-1', 'p', '{"w":1}', '1-2', 'p', '{"w":2}', '1-3', 'p', '{"w":3}', '1-4', 'd', '1-5', 'p', '{"w":5}') AS written;
+SELECT fm('GET', 'regress_fm:w1') AS w1, fm('EXISTS', '__cachesync:wbid:regress_fm:w1') AS w1_guard,
+       fm('GET', 'regress_fm:w2') AS w2, fm('GET', '__cachesync:wbid:regress_fm:w2') AS w2_guard,
+       fm('GET', 'regress_fm:w3') AS w3, fm('GET', '__cachesync:v:regress_fm:w3') AS w3_version,
+       fm('EXISTS', 'regress_fm:w4') AS w4, fm_pttl('__cachesync:v:regress_fm:w4') BETWEEN 1 AND 60000 AS w4_tombstone,
+       fm('GET', 'regress_fm:w5') AS w5, fm('EXISTS', '__cachesync:wbid:regress_fm:w5') AS w5_guard;
+-- hash values with a TTL: a field count then the fields, as put_many
+SELECT fm('FCALL', 'cachesync_settle_many', '6',
+          'regress_fm:w6', '__cachesync:v:regress_fm:w6', '__cachesync:wbid:regress_fm:w6',
+          'regress_fm:w7', '__cachesync:v:regress_fm:w7', '__cachesync:wbid:regress_fm:w7',
+          '600', '60000', '60000', 'hash', '2-6', 'p', '4', 'id', '6', 'v', 'x', '2-7', 'p', '2', 'id', '7') AS written;
+SELECT fm('HGETALL', 'regress_fm:w6') AS w6, fm('HGETALL', 'regress_fm:w7') AS w7,
+       fm_pttl('regress_fm:w6') BETWEEN 1 AND 60000 AS w6_ttl,
+       fm_pttl('__cachesync:v:regress_fm:w7') BETWEEN 1 AND 60000 AS w7_version_ttl;
+-- a guard key of another type fails the call before anything is written
+SELECT fm('HSET', '__cachesync:wbid:regress_fm:w8', 'f', '1');
+SELECT fm('FCALL', 'cachesync_settle_many', '6',
+          'regress_fm:w9', '__cachesync:v:regress_fm:w9', '__cachesync:wbid:regress_fm:w9',
+          'regress_fm:w8', '__cachesync:v:regress_fm:w8', '__cachesync:wbid:regress_fm:w8',
+          '700', '0', '60000', 'json', '3-9', 'p', '{"w":9}', '3-8', 'p', '{"w":8}');
+SELECT fm('EXISTS', 'regress_fm:w9') AS w9_written;
+SELECT fm('DEL', 'regress_fm:w1', 'regress_fm:w2', 'regress_fm:w3', 'regress_fm:w4', 'regress_fm:w5',
+          'regress_fm:w6', 'regress_fm:w7', 'regress_fm:w9',
+          '__cachesync:v:regress_fm:w1', '__cachesync:v:regress_fm:w2', '__cachesync:v:regress_fm:w3',
+          '__cachesync:v:regress_fm:w4', '__cachesync:v:regress_fm:w5', '__cachesync:v:regress_fm:w6',
+          '__cachesync:v:regress_fm:w7', '__cachesync:wbid:regress_fm:w2', '__cachesync:wbid:regress_fm:w8') >= '0' AS tidied;
+
 SET client_min_messages = warning;
 SELECT cachesync.unregister('fm_j', purge => true), cachesync.unregister('fm_h', purge => true);
 RESET client_min_messages;

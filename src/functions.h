@@ -11,7 +11,7 @@
 #define CACHESYNC_FUNCTIONS_H
 
 /* bump whenever the library's code changes */
-#define CS_FUNCTIONS_VERSION "4"
+#define CS_FUNCTIONS_VERSION "5"
 
 /*
  * The longest data (bytes of JSON) cachesync_upsert/delete accept: the

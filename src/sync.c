@@ -66,9 +66,10 @@ typedef struct CsBatch
 	CsTable    *t;
 	uint64		version;
 	bool		put;			/* puts (values), else keys only */
+	bool		settle;			/* write-back settles (batch_init_settle) */
 	const char *fn;				/* the function called */
 	int			nrows;
-	const char **keys;			/* row key, version key per row */
+	const char **keys;			/* row key, version key (, guard key) per row */
 	size_t	   *keylens;
 	int			nvals;			/* values (and hash field counts) */
 	int			maxvals;
@@ -89,15 +90,28 @@ batch_init(CsBatch *b, CsPipeline *p, CsTable *t, uint64 version, bool put)
 	b->t = t;
 	b->version = version;
 	b->put = put;
+	b->settle = false;
 	b->fn = put ? "cachesync_put_many" : "cachesync_del_many";
 	b->nrows = 0;
-	b->keys = palloc(sizeof(char *) * 2 * CS_BATCH_ROWS);
-	b->keylens = palloc(sizeof(size_t) * 2 * CS_BATCH_ROWS);
+	b->keys = palloc(sizeof(char *) * 3 * CS_BATCH_ROWS);
+	b->keylens = palloc(sizeof(size_t) * 3 * CS_BATCH_ROWS);
 	b->nvals = 0;
 	b->maxvals = put ? 2 * CS_BATCH_ROWS : 0;
 	b->vals = put ? palloc(sizeof(char *) * b->maxvals) : NULL;
 	b->vallens = put ? palloc(sizeof(size_t) * b->maxvals) : NULL;
 	b->bytes = 0;
+}
+
+/*
+ * Starts an empty batch of write-back settles (cachesync_settle_many): puts
+ * and deletes, each through its row's guard.
+ */
+static void
+batch_init_settle(CsBatch *b, CsPipeline *p, CsTable *t, uint64 version)
+{
+	batch_init(b, p, t, version, true);
+	b->settle = true;
+	b->fn = "cachesync_settle_many";
 }
 
 /*
@@ -107,13 +121,15 @@ batch_init(CsBatch *b, CsPipeline *p, CsTable *t, uint64 version, bool put)
 static bool
 batch_emit(CsBatch *b)
 {
-	int			nhead = b->put ? 3 : 2;
-	int			argc = 3 + 2 * b->nrows + nhead + b->nvals;
+	int			per_row = b->settle ? 3 : 2;
+	int			nhead = b->settle ? 4 : b->put ? 3 : 2;
+	int			argc = 3 + per_row * b->nrows + nhead + b->nvals;
 	const char **argv;
 	size_t	   *lens;
 	char		vbuf[32];
 	char		nbuf[32];
 	char		ttl[32];
+	char		tomb[32];
 	int			a = 0;
 
 	if (b->nrows == 0)
@@ -121,25 +137,32 @@ batch_emit(CsBatch *b)
 	argv = palloc(sizeof(char *) * argc);
 	lens = palloc(sizeof(size_t) * argc);
 	snprintf(vbuf, sizeof(vbuf), UINT64_FORMAT, b->version);
-	snprintf(nbuf, sizeof(nbuf), "%d", 2 * b->nrows);
+	snprintf(nbuf, sizeof(nbuf), "%d", per_row * b->nrows);
+	snprintf(tomb, sizeof(tomb), "%d", cachesync_tombstone_ttl);
 	if (b->put)
 		snprintf(ttl, sizeof(ttl), INT64_FORMAT, b->t->ttl_ms);
 	else
-		snprintf(ttl, sizeof(ttl), "%d", cachesync_tombstone_ttl);
+		strlcpy(ttl, tomb, sizeof(ttl));
 	argv[a++] = "FCALL";
 	argv[a++] = b->fn;
 	argv[a++] = nbuf;
 	for (int i = 0; i < a; i++)
 		lens[i] = strlen(argv[i]);
-	memcpy(argv + a, b->keys, sizeof(char *) * 2 * b->nrows);
-	memcpy(lens + a, b->keylens, sizeof(size_t) * 2 * b->nrows);
-	a += 2 * b->nrows;
+	memcpy(argv + a, b->keys, sizeof(char *) * per_row * b->nrows);
+	memcpy(lens + a, b->keylens, sizeof(size_t) * per_row * b->nrows);
+	a += per_row * b->nrows;
 	argv[a] = vbuf;
 	lens[a] = strlen(vbuf);
 	a++;
 	argv[a] = ttl;
 	lens[a] = strlen(ttl);
 	a++;
+	if (b->settle)
+	{
+		argv[a] = tomb;
+		lens[a] = strlen(tomb);
+		a++;
+	}
 	if (b->put)
 	{
 		argv[a] = b->t->format == CS_FORMAT_JSON ? "json" : "hash";
@@ -182,14 +205,24 @@ batch_add_val(CsBatch *b, const char *val, size_t len)
 static bool
 batch_add(CsBatch *b, const char *key, CsValue *value)
 {
-	char	   *vkey = cs_version_key(key);
+	const char *ks[3] = {key, cs_version_key(key), NULL};
+	int			per_row = 2;
 
-	Assert(b->put == (value != NULL));
-	b->keys[2 * b->nrows] = key;
-	b->keylens[2 * b->nrows] = strlen(key);
-	b->keys[2 * b->nrows + 1] = vkey;
-	b->keylens[2 * b->nrows + 1] = strlen(vkey);
-	b->bytes += b->keylens[2 * b->nrows] + b->keylens[2 * b->nrows + 1];
+	Assert(b->settle || b->put == (value != NULL));
+	if (b->settle)
+	{
+		CsSyncGuard *g = hash_search(sync_guards, &key, HASH_FIND, NULL);
+
+		ks[per_row++] = cs_wb_guard_key(key);
+		batch_add_val(b, g->id, strlen(g->id));
+		batch_add_val(b, value ? "p" : "d", 1);
+	}
+	for (int i = 0; i < per_row; i++)
+	{
+		b->keys[per_row * b->nrows + i] = ks[i];
+		b->keylens[per_row * b->nrows + i] = strlen(ks[i]);
+		b->bytes += strlen(ks[i]);
+	}
 	b->nrows++;
 	if (value && b->t->format == CS_FORMAT_JSON)
 		batch_add_val(b, value->args[0], value->lens[0]);
@@ -659,6 +692,69 @@ cs_sync_keys_guarded(CsTable *t, List *keys, HTAB *guards, uint64 version,
 	}
 	PG_END_TRY();
 	return ok;
+}
+
+/*
+ * Appends to p the guarded writes that settle write-back keys of t with
+ * version: each of rows (whole-row values of t, as the writer's own
+ * statements stored and returned them) as its value, each key of gone as
+ * deleted.  Adds the keys written to done.  The caller drew version as a
+ * pusher (cs_version_begin_push) after those statements locked the rows.
+ */
+void
+cs_sync_append_settle(CsTable *t, CsPipeline *p, Datum *rows, int nrows,
+					  List *gone, HTAB *guards, uint64 version, HTAB *done)
+{
+	PG_TRY();
+	{
+		Relation	rel = relation_open(t->relid, AccessShareLock);
+		TupleDesc	desc = RelationGetDescr(rel);
+		CsBatch		settles,
+					puts,
+					dels;
+		ListCell   *lc;
+
+		sync_guards = guards;
+		batch_init_settle(&settles, p, t, version);
+		batch_init(&puts, p, t, version, true);
+		batch_init(&dels, p, t, version, false);
+		for (int i = 0; i < nrows; i++)
+		{
+			HeapTupleHeader hdr = DatumGetHeapTupleHeader(rows[i]);
+			HeapTupleData tuple;
+			char	   *key;
+
+			tuple.t_len = HeapTupleHeaderGetDatumLength(hdr);
+			ItemPointerSetInvalid(&tuple.t_self);
+			tuple.t_tableOid = t->relid;
+			tuple.t_data = hdr;
+			key = cs_row_key(t, &tuple, desc);
+			if (cs_is_stream_key(t, key))
+				continue;
+			hash_search(done, &key, HASH_ENTER, NULL);
+			batch_add(hash_search(guards, &key, HASH_FIND, NULL) ? &settles : &puts,
+					  key, cs_row_value(t, &tuple, desc));
+		}
+		foreach(lc, gone)
+		{
+			char	   *key = lfirst(lc);
+
+			if (cs_is_stream_key(t, key))
+				continue;
+			hash_search(done, &key, HASH_ENTER, NULL);
+			batch_add(hash_search(guards, &key, HASH_FIND, NULL) ? &settles : &dels,
+					  key, NULL);
+		}
+		batch_emit(&settles);
+		batch_emit(&puts);
+		batch_emit(&dels);
+		relation_close(rel, AccessShareLock);
+	}
+	PG_FINALLY();
+	{
+		sync_guards = NULL;
+	}
+	PG_END_TRY();
 }
 
 typedef struct SyncPageArg

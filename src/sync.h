@@ -37,6 +37,8 @@ typedef struct CsSyncGuard
 
 extern bool cs_sync_keys_guarded(CsTable *t, List *keys, HTAB *guards,
 								 uint64 version, CsSyncResult *result);
+extern void cs_sync_append_settle(CsTable *t, CsPipeline *p, Datum *rows, int nrows,
+								  List *gone, HTAB *guards, uint64 version, HTAB *done);
 
 /* The user and search_path to restore after reading as a table's owner. */
 typedef struct CsAsOwner

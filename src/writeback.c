@@ -67,6 +67,7 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_index.h"
+#include "catalog/pg_trigger.h"
 #include "catalog/pg_type.h"
 #include "common/jsonapi.h"
 #include "executor/spi.h"
@@ -82,6 +83,7 @@
 #include "tcop/tcopprot.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/fmgrprotos.h"
 #include "utils/guc.h"
 #include "utils/json.h"
@@ -371,6 +373,11 @@ typedef struct WbBatch
 	int64		applied;
 	int64		dead;
 	char	   *last_error;
+	Datum	   *rows;			/* rows the collapsed upserts stored, or NULL */
+	int			nrows;
+	List	   *gone;			/* keys the collapsed path deleted */
+	CsPipeline *settle;			/* their settles (settle_from_rows), or NULL */
+	HTAB	   *settled;		/* the keys settle covers */
 } WbBatch;
 
 /* Returns the last applied entry id of relid ("0-0" for none). */
@@ -636,16 +643,17 @@ data_key(CsTable *t, const char *rel, Datum data)
  * Returns the upsert statement of the given data columns: of one row ($1 a
  * JSON object), or with many of a row set ($1 a JSON array of objects, at
  * most one per key: ON CONFLICT cannot change a row twice in a statement).
+ * With returning, it returns every row it stored, as a whole-row value.
  */
 static char *
-upsert_sql(CsTable *t, const char *rel, List *cols, bool many)
+upsert_sql(CsTable *t, const char *rel, List *cols, bool many, bool returning)
 {
 	StringInfoData q;
 	ListCell   *lc;
 	bool		first = true;
 
 	initStringInfo(&q);
-	appendStringInfo(&q, "INSERT INTO %s (", rel);
+	appendStringInfo(&q, "INSERT INTO %s AS t (", rel);
 	foreach(lc, cols)
 		appendStringInfo(&q, "%s%s", foreach_current_index(lc) ? ", " : "", col(t, lfirst_int(lc)));
 	appendStringInfoString(&q, ") SELECT ");
@@ -667,6 +675,9 @@ upsert_sql(CsTable *t, const char *rel, List *cols, bool many)
 	if (first)					/* only key columns: touch the row */
 		appendStringInfo(&q, "%s = EXCLUDED.%s", col(t, t->key_attnums[0]),
 						 col(t, t->key_attnums[0]));
+	/* (t.*), not t: a column named t would be returned instead of the row */
+	if (returning)
+		appendStringInfo(&q, " RETURNING (t.*)::%s", rel);
 	return q.data;
 }
 
@@ -731,7 +742,7 @@ apply_fields(CsTable *t, const CsReply *fields, bool check_only)
 	if (check_only)
 		return key;
 	/* t is not used after this: its triggers may rebuild the registry */
-	if (run_jsonb(upsert ? upsert_sql(t, rel, cols, false) : delete_sql(t, rel, false),
+	if (run_jsonb(upsert ? upsert_sql(t, rel, cols, false, false) : delete_sql(t, rel, false),
 				  jb, false, 0) < 0)
 		elog(ERROR, "could not apply a write-back entry");
 	return key;
@@ -1158,10 +1169,12 @@ group_of(CsTable *t, List *groups, Jsonb *data, WbGroup **gp)
  * Applies the folded rows: one DELETE of the rows whose fold has a delete,
  * then one upsert per set of columns (at most one row per key each, so ON
  * CONFLICT never meets a row twice).  Every statement is made before the
- * first runs: t may be freed by then (wb_lookup).
+ * first runs: t may be freed by then (wb_lookup).  With rows, the upserts
+ * return the rows they stored, copied into cxt: *rows, *nrows.
  */
 static void
-apply_folds(CsTable *t, const char *rel, List *folds)
+apply_folds(CsTable *t, const char *rel, List *folds, Datum **rows, int *nrows,
+			MemoryContext cxt)
 {
 	JsonbParseState *deletes = NULL;
 	List	   *groups = NIL;
@@ -1197,14 +1210,69 @@ apply_folds(CsTable *t, const char *rel, List *folds)
 	{
 		WbGroup    *g = lfirst(lc);
 
-		sqls = lappend(sqls, upsert_sql(t, rel, g->cols, true));
+		sqls = lappend(sqls, upsert_sql(t, rel, g->cols, true, rows != NULL));
 		args = lappend(args, DatumGetPointer(end_array(&g->rows)));
+	}
+	if (rows)
+	{
+		*rows = MemoryContextAlloc(cxt, sizeof(Datum) * Max(list_length(folds), 1));
+		*nrows = 0;
 	}
 	forboth(lc, sqls, lc2, args)
 	{
-		if (run_jsonb(lfirst(lc), PointerGetDatum(lfirst(lc2)), false, 0) < 0)
+		int			rc = run_jsonb(lfirst(lc), PointerGetDatum(lfirst(lc2)), false, 0);
+		MemoryContext old;
+
+		if (rc < 0)
 			elog(ERROR, "could not apply write-back entries");
+		if (rows == NULL || rc != SPI_OK_INSERT_RETURNING)
+			continue;
+		for (uint64 r = 0; r < SPI_processed; r++)
+		{
+			bool		isnull;
+			Datum		d = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull);
+
+			/* one row per fold at most: each key is in one statement only */
+			if (isnull || *nrows >= list_length(folds))
+				elog(ERROR, "unexpected row returned by a write-back upsert");
+			old = MemoryContextSwitchTo(cxt);
+			(*rows)[(*nrows)++] = datumCopy(d, false, -1);
+			MemoryContextSwitchTo(old);
+		}
+		SPI_freetuptable(SPI_tuptable);
 	}
+}
+
+/*
+ * Returns true when relid is a plain table (not partitioned: a partition's
+ * own triggers would not show here) without rules and without triggers
+ * besides cachesync's own, BEFORE ROW triggers allowed with before_row.
+ * - With before_row: the rows its upserts return are the rows as the batch
+ *   leaves them (a BEFORE ROW trigger's changes are in the returned row),
+ *   so the settle can take them instead of reading them back; an AFTER
+ *   trigger or a statement trigger could change them again later.
+ * - Without: applying its entries writes nothing else (no cascade, no
+ *   trigger), so nothing else uses Redis before the commit
+ *   (process_stream's pipeline in flight can wait).
+ */
+static bool
+table_triggers(Oid relid, bool before_row)
+{
+	Relation	rel = relation_open(relid, AccessShareLock);
+	TriggerDesc *td = rel->trigdesc;
+	bool		plain = rel->rd_rel->relkind == RELKIND_RELATION && rel->rd_rules == NULL;
+
+	for (int i = 0; plain && td != NULL && i < td->numtriggers; i++)
+	{
+		Trigger    *tg = &td->triggers[i];
+
+		if (strcmp(tg->tgname, "cachesync_capture") == 0 ||
+			strcmp(tg->tgname, "cachesync_truncate") == 0)
+			continue;
+		plain = before_row && TRIGGER_FOR_ROW(tg->tgtype) && TRIGGER_FOR_BEFORE(tg->tgtype);
+	}
+	relation_close(rel, AccessShareLock);
+	return plain;
 }
 
 /* Throws (to leave the collapsing path) unless relid is still write_back. */
@@ -1227,11 +1295,15 @@ wb_lookup_or_throw(Oid relid)
  * has its error in edata.
  */
 static bool
-apply_collapsed(Oid relid, WbEntry *es, int n, MemoryContext cxt)
+apply_collapsed(WbBatch *b, Oid relid, WbEntry *es, int n)
 {
+	MemoryContext cxt = b->cxt;
 	MemoryContext old = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
 	volatile bool ok = true;
+	Datum	   *volatile rows = NULL;
+	volatile int nrows_out = 0;
+	List	   *volatile gone = NIL;
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(old);
@@ -1241,6 +1313,8 @@ apply_collapsed(Oid relid, WbEntry *es, int n, MemoryContext cxt)
 		CsTable    *t = wb_lookup_or_throw(relid);
 		char	   *rel = rel_name(relid);
 		List	   *folds;
+		bool		returning;
+		int			nrows = 0;
 
 		wb_become_owner(relid, &save);
 		for (int i = 0; i < n; i++)
@@ -1261,11 +1335,27 @@ apply_collapsed(Oid relid, WbEntry *es, int n, MemoryContext cxt)
 			if (apply_entry(t, es[i].fields, &key, &es[i].edata, cxt, true))
 				elog(ERROR, "write-back entry %s passed the checks it failed", es[i].id);
 		}
-		t = wb_lookup_or_throw(relid);
 		folds = fold_entries(es, n);
+		returning = table_triggers(relid, true);
+		t = wb_lookup_or_throw(relid);
 		cs_capture_skip_relid = relid;
-		apply_folds(t, rel, folds);
+		apply_folds(t, rel, folds, returning ? (Datum **) &rows : NULL, &nrows, cxt);
 		cs_capture_skip_relid = InvalidOid;
+		nrows_out = nrows;
+		if (returning)
+		{
+			ListCell   *lc;
+
+			MemoryContextSwitchTo(cxt);
+			foreach(lc, folds)
+			{
+				WbFold	   *f = lfirst(lc);
+
+				if (f->deleted && f->data == NULL)
+					gone = lappend(gone, pstrdup(f->key));
+			}
+			MemoryContextSwitchTo(old);
+		}
 		wb_stop_being_owner(&save);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(old);
@@ -1291,6 +1381,12 @@ apply_collapsed(Oid relid, WbEntry *es, int n, MemoryContext cxt)
 		ok = false;
 	}
 	PG_END_TRY();
+	if (ok && rows != NULL)
+	{
+		b->rows = rows;
+		b->nrows = nrows_out;
+		b->gone = gone;
+	}
 	return ok;
 }
 
@@ -1336,6 +1432,127 @@ apply_alone(WbBatch *b, Oid relid, CsPipeline *dlq, WbEntry *e)
 }
 
 /*
+ * Makes b->settle, the settles of the rows the collapsed path stored (and
+ * of the keys it deleted), before the commit: they need no read-back.  The
+ * version is drawn as a pusher's, after the statements that locked the
+ * rows: a transaction that changed a row before them committed before, with
+ * a lower version; one that changes it after them waits for this commit and
+ * draws a higher one.  process_stream withdraws the published bound after
+ * the commit.  Formatting runs user code (output functions): when it
+ * fails, the settle reads every key back instead.
+ */
+static void
+settle_from_rows(WbBatch *b, Oid relid)
+{
+	MemoryContext old = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	uint64		version = cs_version_begin_push();
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(b->cxt);
+	PG_TRY();
+	{
+		CsAsOwner	save;
+		CsTable    *t = wb_lookup_or_throw(relid);
+
+		wb_become_owner(relid, &save);
+		b->settled = cs_keyset_create("cachesync write-back settled keys",
+									  b->nrows + list_length(b->gone), sizeof(char *), b->cxt);
+		b->settle = cs_pipeline_create();
+		cs_sync_append_settle(t, b->settle, b->rows, b->nrows, b->gone, b->guards,
+							  version, b->settled);
+		wb_stop_being_owner(&save);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(old);
+		CurrentResourceOwner = owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(b->cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(old);
+		CurrentResourceOwner = owner;
+		if (wb_transient(edata->sqlerrcode))
+			ReThrowError(edata);
+		ereport(DEBUG1,
+				(errmsg_internal("cachesync writeback: formatting the rows of \"%s\" failed, reading them back: %s",
+								 get_rel_name(relid), edata->message)));
+		b->settle = NULL;
+		b->settled = NULL;
+	}
+	PG_END_TRY();
+}
+
+/* A pipeline in flight while the next batch is applied (process_stream). */
+typedef struct WbFlight
+{
+	CsPipeline *p;
+	bool		acks;			/* starts with the XACK and XTRIM of a batch */
+	WbBatch    *settling;		/* then the settles of this batch */
+	int			nsettle;
+	bool		read;			/* ends with an XREADGROUP of the stream */
+} WbFlight;
+
+static WbFlight wb_flight;		/* in flight while p != NULL */
+static CsReply *wb_read_ahead = NULL;	/* what the last flight read */
+static WbBatch *wb_settled = NULL;	/* the batch it settled */
+
+/*
+ * Reads the replies of f: true when every acknowledgement and settle
+ * succeeded, with *entries set to the entries read (or NULL).
+ */
+static bool
+land(WbFlight *f, CsReply **entries)
+{
+	CsReply   **r;
+	const char *error;
+	int			i = 0;
+
+	*entries = NULL;
+	if (!cs_redis_try_run(f->p, &r))
+		return wb_failed("settling and reading write-back entries", cs_redis_last_error()) != WB_FAILED;
+	if (f->acks && !cs_replies_ok(r, 2, &error))
+		return wb_failed("acknowledging write-back entries", error) != WB_FAILED;
+	i += f->acks ? 2 : 0;
+	if (!cs_replies_ok(r + i, f->nsettle, &error))
+		return wb_failed("settling the cache after write-back", error) != WB_FAILED;
+	i += f->nsettle;
+	if (f->read && r[i]->type == CS_REPLY_ERROR)
+		return wb_failed("reading the write-back streams", r[i]->str) != WB_FAILED;
+	if (f->read && r[i]->type == CS_REPLY_ARRAY && r[i]->nelem > 0)
+		*entries = r[i]->elem[0]->elem[1];
+	return true;
+}
+
+/* Returns true when entries holds at least one entry. */
+static bool
+has_entries(CsReply *entries)
+{
+	return entries != NULL && entries->type == CS_REPLY_ARRAY && entries->nelem > 0;
+}
+
+/*
+ * Lands the pipeline in flight, if any: wb_read_ahead and wb_settled then
+ * hold what it read and the batch it settled.  Returns false on failure.
+ */
+static bool
+land_flight(void)
+{
+	bool		ok;
+
+	if (wb_flight.p == NULL)
+		return true;
+	ok = land(&wb_flight, &wb_read_ahead);
+	wb_settled = ok ? wb_flight.settling : NULL;
+	wb_flight.p = NULL;
+	return ok;
+}
+
+/*
  * cs_worker_xact step: applies a batch of one stream (see the file header), dead
  * letters sent before the commit.  Returns false (roll back) when the
  * table is no longer a write_back table or Redis failed.
@@ -1351,6 +1568,8 @@ apply_batch(void *arg)
 	const char *error;
 	WbEntry    *es = palloc0(sizeof(WbEntry) * Max(b->entries->nelem, 1));
 	int			n = 0;
+	MemoryContext old;
+	bool		landed;
 
 	if (wb_lookup(relid) == NULL)
 		return false;
@@ -1390,13 +1609,15 @@ apply_batch(void *arg)
 		add_guard(b, t, entry_field(fields, "key"), id);
 	}
 	if (cachesync_writeback_collapse && n > 1 && collapse_is_safe(relid) &&
-		apply_collapsed(relid, es, n, b->cxt))
+		apply_collapsed(b, relid, es, n))
 	{
 		for (int i = 0; i < n; i++)
 		{
 			if (!record_entry(b, relid, dlq, &es[i], es[i].key, es[i].edata))
 				return false;
 		}
+		if (b->rows != NULL)
+			settle_from_rows(b, relid);
 	}
 	else
 	{
@@ -1408,27 +1629,25 @@ apply_batch(void *arg)
 	}
 	if (n > 0)
 		write_progress(relid, es[n - 1].id);
+	/*
+	 * The pipeline in flight comes first (replies are read in order): before
+	 * the dead letters, and before a commit that may push other tables'
+	 * changes (triggers, cascades).
+	 */
+	if (dlq->ncommands > 0 || !table_triggers(relid, false))
+	{
+		old = MemoryContextSwitchTo(b->cxt);
+		landed = land_flight();
+		MemoryContextSwitchTo(old);
+		if (!landed)
+			return false;
+	}
 	if (dlq->ncommands == 0)
 		return true;
 	if (!cs_redis_try_run(dlq, &r))
 		return wb_failed("writing dead letters", cs_redis_last_error()) != WB_FAILED;
 	if (!cs_replies_ok(r, dlq->ncommands, &error))
 		return wb_failed("writing dead letters", error) != WB_FAILED;
-	return true;
-}
-
-/* cs_worker_xact step: writes the stored rows of the batch's keys to the cache. */
-static bool
-settle_batch(void *arg)
-{
-	WbBatch    *b = arg;
-	CsTable    *t = cs_registry_lookup(b->wt->relid);
-	CsSyncResult r = {0};
-
-	if (t == NULL || t->broken || b->guard_keys == NIL)
-		return true;
-	if (!cs_sync_keys_guarded(t, b->guard_keys, b->guards, cs_version_for_read(), &r))
-		return wb_failed("settling the cache after write-back", cs_redis_last_error()) != WB_FAILED;
 	return true;
 }
 
@@ -1443,15 +1662,41 @@ next_id(const char *id)
 	return psprintf(UINT64_FORMAT "-" UINT64_FORMAT, ms, seq + 1);
 }
 
-/* Acknowledges the batch's entries and trims them from the stream. */
+/*
+ * Settles the keys of b that b->settle does not cover (dead-lettered
+ * entries, entries applied before a crash, the per-entry path): reads their
+ * rows back (cs_worker_xact step).
+ */
 static bool
-ack_batch(WbBatch *b)
+settle_rest(void *arg)
+{
+	WbBatch    *b = arg;
+	CsTable    *t = cs_registry_lookup(b->wt->relid);
+	CsSyncResult r = {0};
+	List	   *rest = NIL;
+	ListCell   *lc;
+
+	if (t == NULL || t->broken)
+		return true;
+	foreach(lc, b->guard_keys)
+	{
+		char	   *key = lfirst(lc);
+
+		if (b->settled == NULL || hash_search(b->settled, &key, HASH_FIND, NULL) == NULL)
+			rest = lappend(rest, key);
+	}
+	if (rest != NIL &&
+		!cs_sync_keys_guarded(t, rest, b->guards, cs_version_for_read(), &r))
+		return wb_failed("settling the cache after write-back", cs_redis_last_error()) != WB_FAILED;
+	return true;
+}
+
+/* Appends the XACK and XTRIM of b's entries to p (see ack_batch). */
+static void
+append_ack(CsPipeline *p, WbBatch *b)
 {
 	int			n = list_length(b->acks);
 	const char **argv = palloc(sizeof(char *) * (n + 3));
-	CsPipeline *p = cs_pipeline_create();
-	CsReply   **r;
-	const char *error;
 	ListCell   *lc;
 
 	argv[0] = "XACK";
@@ -1462,6 +1707,17 @@ ack_batch(WbBatch *b)
 	cs_pipeline_append_strs(p, n + 3, argv);
 	cs_pipeline_append_strs(p, 4, (const char *[]) {"XTRIM", b->wt->stream, "MINID",
 							next_id(b->last)});
+}
+
+/* Acknowledges the batch's entries and trims them from the stream. */
+static bool
+ack_batch(WbBatch *b)
+{
+	CsPipeline *p = cs_pipeline_create();
+	CsReply   **r;
+	const char *error;
+
+	append_ack(p, b);
 	if (!cs_redis_try_run(p, &r))
 		return wb_failed("acknowledging write-back entries", cs_redis_last_error()) != WB_FAILED;
 	if (!cs_replies_ok(r, p->ncommands, &error))
@@ -1469,41 +1725,137 @@ ack_batch(WbBatch *b)
 	return true;
 }
 
-/* Applies, acknowledges and settles one batch of one stream. */
+/* batches of one stream applied back to back while its entries keep coming */
+#define WB_MAX_PREFETCH 16
+
+/*
+ * Applies, settles and acknowledges the batches of one stream, starting with
+ * entries.  Past our own pending entries, while the stream has more (at most
+ * WB_MAX_PREFETCH batches, then the other streams get their turn), Redis
+ * works while Postgres applies: after batch k commits, one pipeline carries
+ * the XACK and XTRIM of batch k-1 (whose settles have succeeded), the
+ * settles of batch k and an XREADGROUP of the entries of batch k+2, and its
+ * replies are read only after batch k+1 is applied.  Entries read before
+ * an earlier batch settled are harmless: a key written again has a newer
+ * guard, which the earlier settle leaves alone.  Any failure stops with
+ * nothing more acknowledged; what was applied comes back as our pending
+ * entries, skipped as applied and settled again.
+ */
 static bool
 process_stream(WbTable *wt, CsReply *entries)
 {
-	WbBatch		b = {0};
+	MemoryContext outer = CurrentMemoryContext;
+	MemoryContext cxts[4] = {NULL, NULL, NULL, NULL};
+	WbBatch    *settled = NULL; /* settled, not yet acknowledged */
+	CsReply    *ahead[2] = {entries, NULL};	/* entries read, in order */
+	int			rounds = 0;
+	bool		ok = true;
 
-	if (entries->type != CS_REPLY_ARRAY || entries->nelem == 0)
-		return true;
-	b.wt = wt;
-	b.entries = entries;
-	b.cxt = CurrentMemoryContext;
-	b.guards = cs_keyset_create("cachesync write-back guards", entries->nelem,
-								sizeof(CsSyncGuard), CurrentMemoryContext);
-	if (!cs_worker_xact(apply_batch, &b, "applying write-back entries"))
+	for (;;)
 	{
-		wb_ready = false;
-		return false;
+		WbBatch    *b;
+		CsPipeline *p;
+		char		count[16];
+
+		CsReply    *next;
+
+		if (!has_entries(ahead[0]))
+		{
+			ahead[0] = ahead[1];
+			ahead[1] = NULL;
+		}
+		if (!has_entries(ahead[0]))
+		{
+			if (wb_flight.p == NULL)
+				break;
+			ok = land_flight();
+			ahead[0] = wb_read_ahead;
+			settled = wb_settled;
+			wb_read_ahead = NULL;
+			wb_settled = NULL;
+			if (!ok)
+				break;
+			continue;
+		}
+		next = ahead[0];
+		ahead[0] = ahead[1];
+		ahead[1] = NULL;
+
+		/*
+		 * A batch's memory (and the entries read while it was applied) lives
+		 * until the batch three later is applied.
+		 */
+		if (cxts[3])
+			MemoryContextDelete(cxts[3]);
+		memmove(cxts + 1, cxts, sizeof(MemoryContext) * 3);
+		cxts[0] = AllocSetContextCreate(outer, "cachesync write-back batch",
+										ALLOCSET_DEFAULT_SIZES);
+		MemoryContextSwitchTo(cxts[0]);
+		b = palloc0(sizeof(WbBatch));
+		b->wt = wt;
+		b->entries = next;
+		b->cxt = cxts[0];
+		b->guards = cs_keyset_create("cachesync write-back guards", next->nelem,
+									 sizeof(CsSyncGuard), cxts[0]);
+		ok = cs_worker_xact(apply_batch, b, "applying write-back entries");
+		cs_version_end_push();	/* committed, or rolled back (settle_from_rows) */
+		if (!ok)
+			break;
+		cs_stats_add(wt->relid, CS_STAT_WB_APPLIED, b->applied);
+		cs_stats_add(wt->relid, CS_STAT_WB_DEAD, b->dead);
+		if (b->last_error)
+			cs_stats_error(wt->relid, b->last_error);
+
+		/*
+		 * Committed.  Settle before acknowledging: until the entries are
+		 * acked they come back after a crash or a failed settle (read as our
+		 * pending entries), are skipped as already applied and settled again,
+		 * so the cache never keeps what cachesync_upsert merged (perhaps a
+		 * value Postgres refused) nor a guard without TTL.
+		 */
+		ok = land_flight();		/* or apply_batch did, before its dead letters */
+		if (has_entries(wb_read_ahead))
+			ahead[has_entries(ahead[0]) ? 1 : 0] = wb_read_ahead;
+		if (wb_settled)
+			settled = wb_settled;
+		wb_read_ahead = NULL;
+		wb_settled = NULL;
+		if (!ok)
+			break;
+		if (!cs_worker_xact(settle_rest, b, "settling write-back rows"))
+		{
+			ok = false;
+			break;
+		}
+		p = cs_pipeline_create();
+		wb_flight.acks = settled != NULL;
+		if (settled)
+			append_ack(p, settled);
+		settled = NULL;
+		wb_flight.settling = b;
+		wb_flight.nsettle = b->settle ? b->settle->ncommands : 0;
+		if (b->settle)
+			cs_pipeline_append_pipeline(p, b->settle);
+		/* read ahead past our own pending entries, a batch or two */
+		wb_flight.read = !wb_read_own && !has_entries(ahead[1]) && ++rounds < WB_MAX_PREFETCH;
+		snprintf(count, sizeof(count), "%d", Min(cachesync_batch_size, WB_MAX_READ));
+		if (wb_flight.read)
+			cs_pipeline_append_strs(p, 9, (const char *[]) {"XREADGROUP", "GROUP", WB_GROUP,
+									WB_CONSUMER, "COUNT", count, "STREAMS", wt->stream, ">"});
+		cs_pipeline_flush(p);
+		wb_flight.p = p;
 	}
-	cs_stats_add(wt->relid, CS_STAT_WB_APPLIED, b.applied);
-	cs_stats_add(wt->relid, CS_STAT_WB_DEAD, b.dead);
-	if (b.last_error)
-		cs_stats_error(wt->relid, b.last_error);
-	/*
-	 * Committed.  Settle before acknowledging: until the entries are acked
-	 * they come back after a crash or a failed settle (read as our pending
-	 * entries), are skipped as already applied and settled again, so the
-	 * cache never keeps what cachesync_upsert merged (perhaps a value
-	 * Postgres refused) nor a guard without TTL.
-	 */
-	if (!cs_worker_xact(settle_batch, &b, "settling write-back rows") || !ack_batch(&b))
-	{
+	MemoryContextSwitchTo(outer);
+	/* after a failure, the pipeline's replies are not read: start afresh */
+	if (wb_flight.p != NULL)
+		cs_redis_disconnect();
+	wb_flight.p = NULL;
+	wb_read_ahead = NULL;
+	wb_settled = NULL;
+	ok = ok && (settled == NULL || ack_batch(settled));
+	if (!ok)
 		wb_ready = false;		/* read our pending entries again */
-		return false;
-	}
-	return true;
+	return ok;
 }
 
 /* Publishes each table's pending entries and the age of the oldest. */

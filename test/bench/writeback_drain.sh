@@ -33,22 +33,25 @@ until [[ $(cs_redis_cli HEXISTS __cachesync:writeback "$STREAM") == 1 ]]; do sle
 # user + system CPU ticks of process $1 so far
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
+# microseconds per entry of $1 CPU ticks
+per_entry() { awk -v n="$N" -v c="$1" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", c / hz * 1e6 / n}'; }
+
 # cachesync: entries/s of one run (logs the worker's CPU per entry)
 run_cachesync() {
-    local pid last t0 t1 c0 c1
+    local pid last t0 t1 c0 c1 r0 r1
     pid=$(wb_pid)
     kill -STOP "$pid"
     "$BENCH_PY" "$PY" queue "$CS_REDIS_PORT" "$STREAM" "$N" "$BENCH_ROWS"
     last=$(cs_redis_cli XREVRANGE "$STREAM" + - COUNT 1 | head -1)
-    c0=$(cpu_ticks "$pid")
+    c0=$(cpu_ticks "$pid") r0=$(cpu_ticks "$CS_REDIS_PID")
     t0=$(date +%s.%N)
     kill -CONT "$pid"
     until [[ $(bq -c "SELECT last_id FROM cachesync.writeback_progress WHERE rel = 'bench'::regclass") == "$last" ]]; do
         sleep 0.02
     done
     t1=$(date +%s.%N)
-    c1=$(cpu_ticks "$pid")
-    bench_log "  worker CPU $(awk -v n="$N" -v c="$((c1 - c0))" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf "%.1f", c / hz * 1e6 / n}') us/entry"
+    c1=$(cpu_ticks "$pid") r1=$(cpu_ticks "$CS_REDIS_PID")
+    bench_log "  CPU per entry: worker $(per_entry $((c1 - c0))) us, redis-server $(per_entry $((r1 - r0))) us"
     awk -v n="$N" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", n / (b - a)}'
 }
 

@@ -160,6 +160,47 @@ is($node->safe_psql('postgres', q{SELECT string_agg(id || '=' || n, ',' ORDER BY
 is($node->safe_psql('postgres', q{SELECT string_agg(sqlstate, ',') FROM cachesync.dead_letters('cu')}),
 	'22P02', 'cu: the entry with the type error is a dead letter');
 
+# cr: a table whose stored rows differ from the entries (a BEFORE ROW
+# trigger, a generated column, a default), with no other trigger: the
+# worker settles the cache from the rows its upserts return, with the
+# settles of one batch in flight while the next is applied (and the next
+# read ahead), landed early for the dead letters.  Meanwhile SQL writers
+# update the same rows (pushed as write_through): when both finish, the
+# cache must equal the table, every row as Postgres stored it.
+$node->safe_psql('postgres', q{
+	CREATE TABLE cr (id int, k2 text, a int, b text, c int NOT NULL DEFAULT 5, d text,
+	                 g int GENERATED ALWAYS AS (c * 2) STORED, PRIMARY KEY (id, k2));
+	CREATE FUNCTION cr_before() RETURNS trigger LANGUAGE plpgsql AS
+	  $$BEGIN NEW.b := upper(NEW.b); RETURN NEW; END$$;
+	CREATE TRIGGER cr_before BEFORE INSERT OR UPDATE ON cr
+	  FOR EACH ROW EXECUTE FUNCTION cr_before();
+	SELECT cachesync.register('cr', mode => 'write_back');
+});
+CacheSync::WriteBack::wait_for(sub {
+	$redis->cli('HEXISTS', '__cachesync:writeback', 'public.cr:__writeback') eq '1' });
+my $sqlfile = PostgreSQL::Test::Utils::tempdir() . '/cr_writers.sql';
+PostgreSQL::Test::Utils::append_to_file($sqlfile, join("\n", map {
+	my $id = 1 + ($_ % 40);
+	"UPDATE cr SET a = coalesce(a, 0) + 1, d = 'sql$_' WHERE id = $id AND k2 = 'x';"
+} (1 .. 3000)));
+my ($wout, $werr) = ('', '');
+my $writers = IPC::Run::start([ 'psql', '-X', '-q', '-d', $node->connstr('postgres'), '-f', $sqlfile ],
+	'>', \$wout, '2>', \$werr);
+feed('cr', '{"id":0,"k2":"end","b":"last"}', @entries, @entries);
+$writers->finish;
+is($werr, '', 'cr: the SQL writers ran without error');
+is($node->safe_psql('postgres', q{SELECT b FROM cr WHERE id = 0}), 'LAST',
+	'cr: the table holds the rows as the trigger left them');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM cachesync.dead_letters('cr')}),
+	2 * scalar(@expected_states), 'cr: each bad entry is a dead letter');
+ok(CacheSync::WriteBack::wait_for(sub {
+	my $d = CacheSync::Redis::cache_diff($node, 'cr');
+	$d->{missing} + $d->{stale} + $d->{orphaned} == 0 }),
+	'cr: the cache equals the table (triggers, defaults, generated column, concurrent SQL writers)');
+is($redis->cli('XLEN', 'public.cr:__writeback'), '0', 'cr: applied entries are trimmed from the stream');
+is($node->safe_psql('postgres', q{SELECT wb_pending FROM cachesync.stats WHERE rel = 'cr'::regclass}),
+	'0', 'cr: nothing is left pending');
+
 # collapsing off: the same entries, one by one, into cb
 $node->append_conf('postgresql.conf', 'cachesync.writeback_collapse = off');
 $node->restart;
