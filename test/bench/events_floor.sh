@@ -40,9 +40,10 @@
 #                (changes read from the WAL instead of an outbox table),
 #                again without shipping anything to Redis.
 #
-# The server is restarted with wal_level = replica at the start of each
-# round and with wal_level = logical before the WAL-based configs; after
-# each restart shared buffers are warmed with pg_prewarm.
+# Each round starts one config further down the list.  The server is
+# restarted when wal_level must change (logical for the WAL-based configs,
+# replica for the others); after a restart the bench table and its index are
+# warmed with pg_prewarm.  Every run starts with VACUUM bench and CHECKPOINT.
 #
 # CPU accounting, per run, from /proc: the machine's busy share (all cores,
 # every process on the machine) and busy CPU per transaction, redis-server's
@@ -122,7 +123,9 @@ run_one() {   # mode config round
     bq -c "DROP TRIGGER IF EXISTS outbox_trg ON bench"
     [[ $cfg == outbox_* ]] &&
         bq -c "CREATE TRIGGER outbox_trg AFTER UPDATE ON bench FOR EACH ROW EXECUTE FUNCTION $cfg()"
-    bq -c "CHECKPOINT"
+    # every run starts from a vacuumed table: the dead rows of the runs
+    # before it would otherwise slow the later configs of a round
+    bq -c "VACUUM bench" -c "CHECKPOINT"
     if [[ $cfg == notify || $cfg == pub2 ]]; then
         redis-cli -h 127.0.0.1 -p "$CS_REDIS_PORT" SUBSCRIBE "$ALL_CHANNEL" >/dev/null 2>&1 &
         HELPERS+=($!)
@@ -196,12 +199,13 @@ while True:
 
 bench_log "events_floor: $CLIENTS clients, $T s per run, $ROUNDS rounds, modes: ${MODES[*]}, configs: ${CONFIGS[*]}"
 for round in $(seq "$ROUNDS"); do
+    # each round starts one config further down the list, so that no config
+    # always runs first (right after the restart, the checkpoint, ...)
     for mode in "${MODES[@]}"; do
-        for cfg in "${CONFIGS[@]}"; do run_one "$mode" "$cfg" "$round"; done
+        for i in "${!CONFIGS[@]}"; do
+            run_one "$mode" "${CONFIGS[(i + round - 1) % ${#CONFIGS[@]}]}" "$round"
+        done
     done
-    set_wal_level replica
-    events_mode write_through plain
-    bq -c "VACUUM bench"
 done
 
 med() { median $1; }
