@@ -15,21 +15,27 @@
 #   plain        the mode alone
 #   notify       notify => true, a redis-cli subscriber on the all-tables
 #                channel (what events.sh measures)
+#   notify_nosub notify => true, nobody subscribed
 #   pub2         the mode alone, the same subscriber, and publish_follower.py
 #                sending the two PUBLISHes per committed transaction that the
 #                contract requires (table channel + all-tables channel), in
 #                one write per 20 ms from a process outside Postgres: the
 #                cost of the messages themselves (Redis's PUBLISH and fan-out,
-#                the subscriber reading them), with the cheapest batching.
-#                No design of notify can cost less: its ratio is a ceiling.
+#                the subscriber reading them), batched as cheaply as Redis
+#                allows.  No design that delivers these messages to this
+#                subscriber can cost less: its ratio is a ceiling.
 #   changes      changes => true (the outbox and the worker's XADDs)
-#   outbox_key   the mode alone plus a PL/pgSQL AFTER UPDATE trigger that
-#                inserts (rel, key) into a logged, index-free outbox table
-#                nobody reads: the least a design can write durably with
-#                the commit (at-least-once across a Postgres crash needs the
-#                change on disk when COMMIT is), with no shipping at all
-#   outbox_row   the same trigger also storing row_to_json(NEW) and a
-#                sequence pos: what the change stream entry holds
+#   changes_nodrain  changes => true with the worker stopped (SIGSTOP)
+#                during the run: only the writer's durable record, one heap
+#                tuple per change inserted in C into the index-free outbox
+#                (at-least-once across a Postgres crash needs the change on
+#                disk when COMMIT is: no outbox design writes less), with no
+#                shipping at all.  write_through only: in the other modes
+#                stopping the worker also stops the mode's own work.
+#   outbox_row   the mode alone plus the classic outbox pattern, for
+#                comparison: a PL/pgSQL AFTER UPDATE trigger inserting (rel,
+#                sequence pos, key, row_to_json(NEW)) into an index-free
+#                table nobody reads
 #   logical      wal_level = logical, no slot (server restarted for it)
 #   slot_poll    wal_level = logical and a test_decoding slot read by a
 #                poller, pg_logical_slot_get_changes every 100 ms
@@ -45,11 +51,19 @@
 # replica for the others); after a restart the bench table and its index are
 # warmed with pg_prewarm.  Every run starts with VACUUM bench and CHECKPOINT.
 #
-# CPU accounting, per run, from /proc: the machine's busy share (all cores,
-# every process on the machine) and busy CPU per transaction, redis-server's
-# CPU per transaction.  When `plain` already keeps both cores busy, extra
-# work of c µs per transaction caps the ratio at about cpu_plain /
-# (cpu_plain + c), whoever does that work.  Not a pass/fail test.
+# CPU accounting, per run, from /proc: `busy`, the machine's busy share
+# (both cores, every process on the machine, other helpers' work included);
+# `cpu/txn`, the CPU per transaction of this run's own processes (Postgres:
+# the postmaster, its live children and the backends it reaped; Redis; the
+# subscriber, publisher and slot consumers), which other work on the
+# machine does not inflate; `redis/txn`, redis-server's share of it.  When
+# the cores are saturated (busy ~100%, as in async), TPS is about
+# 2 cores / (cpu/txn + pgbench's own CPU per txn), so extra work of c µs per
+# transaction caps the ratio at about cpu_plain / (cpu_plain + c), whoever
+# does that work; when they are not (write_through waits for Redis), TPS
+# follows latency and the TPS ratio is the measure.  pgbench's own CPU is
+# not counted (the same per transaction in every config).
+# Not a pass/fail test.
 set -euo pipefail
 # shellcheck source=test/bench/common.sh
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -58,7 +72,7 @@ T=${BENCH_T:-8}
 ROUNDS=${BENCH_ROUNDS:-3}
 CLIENTS=${BENCH_CLIENTS:-2}
 MODES=(${BENCH_MODES:-write_through})
-CONFIGS=(${BENCH_CONFIGS:-plain notify pub2 changes outbox_key outbox_row logical slot_poll slot_stream})
+CONFIGS=(${BENCH_CONFIGS:-plain notify notify_nosub pub2 changes changes_nodrain outbox_row logical slot_poll slot_stream})
 TABLE_CHANNEL=__cachesync:invalidate:public.bench
 ALL_CHANNEL=__cachesync:invalidate
 HZ=$(getconf CLK_TCK)
@@ -70,8 +84,6 @@ bench_setup
 bq -c "CREATE EXTENSION pg_prewarm" \
    -c "CREATE TABLE outbox (rel oid, pos bigint, key text, \"row\" text)" \
    -c "CREATE SEQUENCE outbox_pos" \
-   -c "CREATE FUNCTION outbox_key() RETURNS trigger LANGUAGE plpgsql AS \$\$
-       BEGIN INSERT INTO outbox (rel, key) VALUES (TG_RELID, NEW.id::text); RETURN NULL; END \$\$" \
    -c "CREATE FUNCTION outbox_row() RETURNS trigger LANGUAGE plpgsql AS \$\$
        BEGIN INSERT INTO outbox VALUES (TG_RELID, nextval('outbox_pos'), NEW.id::text, row_to_json(NEW)::text);
        RETURN NULL; END \$\$"
@@ -99,7 +111,22 @@ events_mode() {
     bq -c "SELECT cachesync.register('bench', mode => '$1', notify => $notify, changes => $changes)" >/dev/null
 }
 
-proc_cpu() { [[ -r /proc/$1/stat ]] && awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$1/stat" || echo 0; }
+# CPU ticks of the processes $@ (utime + stime), and of the children they
+# reaped (cutime + cstime)
+proc_cpu() {
+    local pid
+    for pid in "$@"; do cat "/proc/$pid/stat" 2>/dev/null || true; done |
+        awk '{sub(/^.*\) /, ""); s += $12 + $13 + $14 + $15} END {print s + 0}'
+}
+# CPU ticks of this run's servers and helpers: the postmaster with every
+# backend it has reaped and every live child (pgbench's backends, the
+# worker, walsenders), redis-server, and the helper processes $@.  Unlike
+# the machine's busy time, other work on the machine does not count.
+run_cpu() {
+    local pm
+    pm=$(head -n 1 "$CS_PGDATA/postmaster.pid")
+    proc_cpu "$pm" $(pgrep -P "$pm") "$CS_REDIS_PID" "$@"
+}
 machine_cpu() { awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat; }   # busy idle (ticks)
 
 declare -A TPS=() BUSY=() CPUTX=() REDISTX=()
@@ -112,13 +139,16 @@ stop_helpers() {
 }
 
 run_one() {   # mode config round
-    local mode=$1 cfg=$2 round=$3 out tps txns note="" m0 m1 r0 r1 busy idle
+    local mode=$1 cfg=$2 round=$3 out tps txns note="" m0 m1 r0 r1 c0 c1 busy idle wpid=""
     local opt=plain slot="" pct
     case $cfg in
         logical|slot_*) set_wal_level logical ;;
         *) set_wal_level replica ;;
     esac
-    [[ $cfg == notify || $cfg == changes ]] && opt=$cfg
+    case $cfg in
+        notify*) opt=notify ;;
+        changes*) opt=changes ;;
+    esac
     events_mode "$mode" "$opt"
     bq -c "DROP TRIGGER IF EXISTS outbox_trg ON bench"
     [[ $cfg == outbox_* ]] &&
@@ -151,13 +181,18 @@ while True:
         fi
         HELPERS+=($!)
     fi
+    [[ $cfg == *_nodrain ]] && wpid=$(bq -c "SELECT pid FROM pg_stat_activity WHERE backend_type = 'cachesync worker'") &&
+        kill -STOP "$wpid"
     sleep 0.3
     read -r m0 idle < <(machine_cpu); busy=$m0; m0=$((m0 + idle))
     r0=$(proc_cpu "$CS_REDIS_PID")
+    c0=$(run_cpu "${HELPERS[@]}")
     out=$(PGOPTIONS="-c synchronous_commit=off" "$CS_PGBIN/pgbench" -h "$CS_PGHOST" -p "$CS_PGPORT" \
             -U postgres -n -c "$CLIENTS" -j "$CLIENTS" -T "$T" -f "$SCRIPT" "$CS_DB" 2>&1) || true
     read -r m1 idle < <(machine_cpu)
     r1=$(proc_cpu "$CS_REDIS_PID")
+    c1=$(run_cpu "${HELPERS[@]}")
+    [[ -n $wpid ]] && kill -CONT "$wpid"
     busy=$((m1 - busy)); m1=$((m1 + idle - m0))
     if [[ -n $slot ]]; then
         # how far the consumer was behind when the load stopped (work left undone)
@@ -179,13 +214,13 @@ while True:
     TPS[$mode,$cfg]+="$tps "
     pct=$(awk -v b="$busy" -v t="$m1" 'BEGIN {printf "%.0f", 100 * b / t}')
     BUSY[$mode,$cfg]+="$pct "
-    CPUTX[$mode,$cfg]+="$(awk -v b="$busy" -v n="$txns" -v hz="$HZ" 'BEGIN {printf "%.1f", b * 1e6 / hz / n}') "
+    CPUTX[$mode,$cfg]+="$(awk -v b="$((c1 - c0))" -v n="$txns" -v hz="$HZ" 'BEGIN {printf "%.1f", b * 1e6 / hz / n}') "
     REDISTX[$mode,$cfg]+="$(awk -v b="$((r1 - r0))" -v n="$txns" -v hz="$HZ" 'BEGIN {printf "%.1f", b * 1e6 / hz / n}') "
     if [[ $mode == async ]]; then
         wait_queue_empty 180 || cs_die "the async queue did not drain"
         bq -c "VACUUM cachesync.queue"
     fi
-    if [[ $cfg == changes ]]; then
+    if [[ $cfg == changes* ]]; then
         local t0=$SECONDS
         until [[ $(bq -c "SELECT count(*) FROM cachesync.changes_outbox") == 0 ]]; do
             (( SECONDS - t0 < 180 )) || cs_die "the change outbox did not drain"
@@ -203,7 +238,9 @@ for round in $(seq "$ROUNDS"); do
     # always runs first (right after the restart, the checkpoint, ...)
     for mode in "${MODES[@]}"; do
         for i in "${!CONFIGS[@]}"; do
-            run_one "$mode" "${CONFIGS[(i + round - 1) % ${#CONFIGS[@]}]}" "$round"
+            cfg=${CONFIGS[(i + round - 1) % ${#CONFIGS[@]}]}
+            [[ $cfg == *_nodrain && $mode != write_through ]] && continue
+            run_one "$mode" "$cfg" "$round"
         done
     done
 done
@@ -212,11 +249,12 @@ med() { median $1; }
 echo
 echo "== change-event floors: UPDATE bench SET v = v + 1, t = now() WHERE id = :id (random of $BENCH_ROWS)"
 echo "   pgbench -c $CLIENTS -j $CLIENTS -T $T -n, synchronous_commit=off, fsync=$(bq -c 'SHOW fsync'), median of $ROUNDS interleaved rounds, $(nproc) CPUs"
-echo "   ratio: TPS / TPS of plain (same mode, wal_level=replica); busy: machine CPU busy %; cpu/txn: machine busy CPU per transaction; redis/txn: redis-server CPU per transaction"
+echo "   ratio: TPS / TPS of plain (same mode, wal_level=replica); busy: machine CPU busy %; cpu/txn: CPU of this run's Postgres, Redis and helper processes per transaction; redis/txn: redis-server's part"
 printf '  %-14s %-11s %-22s %7s %6s %5s %8s %9s\n' mode config "TPS per round" median ratio busy "cpu/txn" "redis/txn"
 for mode in "${MODES[@]}"; do
     base=$(med "${TPS[$mode,plain]:-}")
     for cfg in "${CONFIGS[@]}"; do
+        [[ -n ${TPS[$mode,$cfg]:-} ]] || continue
         m=$(med "${TPS[$mode,$cfg]}")
         printf '  %-14s %-11s %-22s %7.0f %5sx %4s%% %6sus %7sus\n' "$mode" "$cfg" "$(printf '%.0f ' ${TPS[$mode,$cfg]})" "$m" \
             "$(awk -v a="$m" -v b="$base" 'BEGIN {printf "%.2f", a / b}')" \
@@ -224,7 +262,7 @@ for mode in "${MODES[@]}"; do
     done
     if [[ -n ${CPUTX[$mode,pub2]:-} && -n ${CPUTX[$mode,plain]:-} ]]; then
         awk -v p="$(med "${CPUTX[$mode,plain]}")" -v q="$(med "${CPUTX[$mode,pub2]}")" -v mode="$mode" 'BEGIN {
-            printf "  %s: the two messages of a transaction cost %.1f us of CPU (pub2 - plain per txn); with the cores saturated the ratio is at most %.1f / (%.1f + %.1f) = %.2fx\n",
+            printf "  %s: the two messages of a transaction cost %.1f us of CPU (pub2 - plain per txn); with saturated cores the ratio is at most about %.1f / (%.1f + %.1f) = %.2fx\n",
                 mode, q - p, p, p, q - p, p / q }'
     fi
 done
