@@ -193,6 +193,10 @@ while True:
     r1=$(proc_cpu "$CS_REDIS_PID")
     c1=$(run_cpu "${HELPERS[@]}")
     [[ -n $wpid ]] && kill -CONT "$wpid"
+    # the worker's every read of the outbox scans all of it, dead entries
+    # included until a vacuum: its size at the end of the run
+    [[ $cfg == changes* ]] &&
+        note=" outbox $(bq -c "SELECT pg_relation_size('cachesync.changes_outbox') / 8192") pages at the end"
     busy=$((m1 - busy)); m1=$((m1 + idle - m0))
     if [[ -n $slot ]]; then
         # how far the consumer was behind when the load stopped (work left undone)
