@@ -23,7 +23,10 @@
 #                cost of the messages themselves (Redis's PUBLISH and fan-out,
 #                the subscriber reading them), batched as cheaply as Redis
 #                allows.  No design that delivers these messages to this
-#                subscriber can cost less: its ratio is a ceiling.
+#                subscriber can cost less: its ratio is a ceiling.  It counts
+#                transaction ids, so in async the worker's own transactions
+#                add ~15% more messages (the run prints how many): there the
+#                ceiling is a little higher than measured.
 #   changes      changes => true (the outbox and the worker's XADDs)
 #   changes_nodrain  changes => true with the worker stopped (SIGSTOP)
 #                during the run: only the writer's durable record, one heap
