@@ -66,6 +66,8 @@
 # does that work; when they are not (write_through waits for Redis), TPS
 # follows latency and the TPS ratio is the measure.  pgbench's own CPU is
 # not counted (the same per transaction in every config).
+# At the end (BENCH_REDIS_ALONE=0: skipped), Redis alone: its CPU per XADD
+# of a change stream entry and per PUBLISH, pipelined, with no Postgres load.
 # Not a pass/fail test.
 set -euo pipefail
 # shellcheck source=test/bench/common.sh
@@ -273,5 +275,34 @@ for mode in "${MODES[@]}"; do
                 mode, q - p, p, p, q - p, p / q }'
     fi
 done
+# Redis alone, no Postgres load: its CPU per change stream entry (XADD
+# MAXLEN ~ of an entry like the worker's) and per PUBLISH (to the channel
+# the subscriber listens on, and to one nobody listens on), pipelined 64
+# deep by redis-benchmark: the least Redis can spend on what the options
+# send it, whoever sends it.
+redis_alone() {   # label, then the command
+    local label=$1 c0 c1 s0 s1 n=200000
+    shift
+    c0=$(proc_cpu "$CS_REDIS_PID"); s0=$(proc_cpu "$SUB")
+    redis-benchmark -h 127.0.0.1 -p "$CS_REDIS_PORT" -q -n "$n" -c 2 -P 64 "$@" >/dev/null
+    c1=$(proc_cpu "$CS_REDIS_PID"); s1=$(proc_cpu "$SUB")
+    printf '  %-34s redis %5.2f us, subscriber %5.2f us per command\n' "$label" \
+        "$(awk -v c=$((c1 - c0)) -v n=$n -v hz="$HZ" 'BEGIN {print c * 1e6 / hz / n}')" \
+        "$(awk -v c=$((s1 - s0)) -v n=$n -v hz="$HZ" 'BEGIN {print c * 1e6 / hz / n}')"
+}
+if [[ ${BENCH_REDIS_ALONE:-1} == 1 ]]; then
+    echo
+    echo "== Redis alone (redis-benchmark -c 2 -P 64, $(redis-server --version | grep -o 'v=[0-9.]*'), CPU from /proc)"
+    redis-cli -h 127.0.0.1 -p "$CS_REDIS_PORT" SUBSCRIBE "$ALL_CHANNEL" >/dev/null 2>&1 &
+    SUB=$!
+    sleep 0.3
+    row=$(bq -c "SELECT row_to_json(b) FROM bench b WHERE id = 54321")
+    redis_alone "XADD MAXLEN ~ 100000 (one entry)" XADD floor:__changes MAXLEN '~' 100000 '*' \
+        op update key public.bench:54321 row "$row" pos 1764193200123456
+    redis_alone "PUBLISH, one subscriber" PUBLISH "$ALL_CHANNEL" public.bench:54321
+    redis_alone "PUBLISH, nobody subscribed" PUBLISH "$TABLE_CHANNEL" public.bench:54321
+    kill "$SUB" 2>/dev/null || true; wait "$SUB" 2>/dev/null || true
+    cs_redis_cli DEL floor:__changes >/dev/null
+fi
 problems=$(bench_pg_log_problems)
 [[ -z $problems ]] || { echo "server log lines mentioning problems, first 10:"; head -n 10 <<<"$problems" | sed 's/^/  /'; }
