@@ -22,7 +22,16 @@ extern void cs_changes_record(CsTable *t, const char *op, const char *key,
 							  HeapTuple tuple, TupleDesc desc);
 extern void cs_changes_committed(void);
 extern bool cs_changes_take_pending(void);
-extern int	cs_changes_ship(void);
+/* what cs_changes_ship() did */
+typedef enum CsChangesShipped
+{
+	CS_CHANGES_FAILED = -1,		/* Redis failed: roll back, nothing is lost */
+	CS_CHANGES_NONE = 0,		/* the outbox was empty, or Redis refused */
+	CS_CHANGES_ALL,				/* shipped every entry the read could see */
+	CS_CHANGES_MORE				/* shipped a full batch: more may wait */
+} CsChangesShipped;
+
+extern CsChangesShipped cs_changes_ship(void);
 extern bool cs_changes_flowing(void);
 extern int	cs_changes_poll_ms(void);
 

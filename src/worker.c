@@ -313,19 +313,23 @@ ship_batch(void)
 	return n < (uint64) cachesync_batch_size ? CS_WORK_IDLE : CS_WORK_DONE;
 }
 
-/* Ships one batch of the change outbox (events.c).  In a transaction. */
+/*
+ * Ships one batch of the change outbox (events.c).  In a transaction.  After
+ * a short batch it waits for the next commit's note rather than reading the
+ * outbox again to find it empty.
+ */
 static CsWork
 ship_changes(void)
 {
-	int			r = cs_changes_ship();
+	CsChangesShipped r = cs_changes_ship();
 
 	last_outbox_read = GetCurrentTimestamp();
-	if (r < 0)
+	if (r == CS_CHANGES_FAILED)
 		return redis_failed("appending to change streams");
-	outbox_maybe_full = r > 0;
-	if (r > 0)
+	outbox_maybe_full = (r == CS_CHANGES_MORE);
+	if (r != CS_CHANGES_NONE)
 		redis_ok();
-	return r > 0 ? CS_WORK_DONE : CS_WORK_IDLE;
+	return r == CS_CHANGES_MORE ? CS_WORK_DONE : CS_WORK_IDLE;
 }
 
 /* Returns true when the intent set key belongs to an earlier generation. */
@@ -831,6 +835,12 @@ cachesync_worker_main(Datum arg)
 		}
 		w = round_of_work();
 		cs_hot_persist_if_due();
+		/*
+		 * Publish this process's table statistics (at most once a second), as
+		 * a backend does when it goes idle: autovacuum counts the dead rows of
+		 * the queue and the outbox, which the worker deletes, from them.
+		 */
+		pgstat_report_stat(false);
 		if (w == CS_WORK_REDIS_DOWN)
 		{
 			wait = backoff;
