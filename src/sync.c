@@ -698,7 +698,8 @@ cs_sync_keys_guarded(CsTable *t, List *keys, HTAB *guards, uint64 version,
  * Appends to p the guarded writes that settle write-back keys of t with
  * version: each of rows (whole-row values of t, as the writer's own
  * statements stored and returned them) as its value, each key of gone as
- * deleted.  Adds the keys written to done.  The caller drew version as a
+ * deleted, only keys guards holds (others are not settled here).  Adds the
+ * keys written to done.  The caller drew version as a
  * pusher (cs_version_begin_push) after those statements locked the rows.
  */
 void
@@ -709,15 +710,11 @@ cs_sync_append_settle(CsTable *t, CsPipeline *p, Datum *rows, int nrows,
 	{
 		Relation	rel = relation_open(t->relid, AccessShareLock);
 		TupleDesc	desc = RelationGetDescr(rel);
-		CsBatch		settles,
-					puts,
-					dels;
+		CsBatch		settles;
 		ListCell   *lc;
 
 		sync_guards = guards;
 		batch_init_settle(&settles, p, t, version);
-		batch_init(&puts, p, t, version, true);
-		batch_init(&dels, p, t, version, false);
 		for (int i = 0; i < nrows; i++)
 		{
 			HeapTupleHeader hdr = DatumGetHeapTupleHeader(rows[i]);
@@ -729,25 +726,23 @@ cs_sync_append_settle(CsTable *t, CsPipeline *p, Datum *rows, int nrows,
 			tuple.t_tableOid = t->relid;
 			tuple.t_data = hdr;
 			key = cs_row_key(t, &tuple, desc);
-			if (cs_is_stream_key(t, key))
+			/* not an entry's key (a trigger changed it): left to the read-back */
+			if (cs_is_stream_key(t, key) || !hash_search(guards, &key, HASH_FIND, NULL))
 				continue;
 			hash_search(done, &key, HASH_ENTER, NULL);
-			batch_add(hash_search(guards, &key, HASH_FIND, NULL) ? &settles : &puts,
-					  key, cs_row_value(t, &tuple, desc));
+			batch_add(&settles, key, cs_row_value(t, &tuple, desc));
 		}
 		foreach(lc, gone)
 		{
 			char	   *key = lfirst(lc);
 
-			if (cs_is_stream_key(t, key))
+			if (cs_is_stream_key(t, key) || !hash_search(guards, &key, HASH_FIND, NULL) ||
+				hash_search(done, &key, HASH_FIND, NULL))
 				continue;
 			hash_search(done, &key, HASH_ENTER, NULL);
-			batch_add(hash_search(guards, &key, HASH_FIND, NULL) ? &settles : &dels,
-					  key, NULL);
+			batch_add(&settles, key, NULL);
 		}
 		batch_emit(&settles);
-		batch_emit(&puts);
-		batch_emit(&dels);
 		relation_close(rel, AccessShareLock);
 	}
 	PG_FINALLY();

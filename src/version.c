@@ -85,7 +85,16 @@ uint64
 cs_version_begin_push(void)
 {
 	uint64		bound = Max(pg_atomic_read_u64(&cs_shared->clock), 1);
+	uint64		held = pg_atomic_read_u64(my_slot());
 
+	/*
+	 * A second draw before the first push ended (the write-back worker's
+	 * settle, then a push of another table at its commit) keeps the lower
+	 * bound: the first version still needs it.  Only this process writes
+	 * its slot.
+	 */
+	if (held != 0 && held < bound)
+		bound = held;
 	pg_atomic_write_u64(my_slot(), bound);
 	pg_memory_barrier();
 	return cs_version_next();

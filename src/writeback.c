@@ -378,6 +378,7 @@ typedef struct WbBatch
 	List	   *gone;			/* keys the collapsed path deleted */
 	CsPipeline *settle;			/* their settles (settle_from_rows), or NULL */
 	HTAB	   *settled;		/* the keys settle covers */
+	List	   *rest;			/* the other keys (settle_rest) */
 } WbBatch;
 
 /* Returns the last applied entry id of relid ("0-0" for none). */
@@ -686,7 +687,7 @@ upsert_sql(CsTable *t, const char *rel, List *cols, bool many, bool returning)
  * object), or with many of the rows of a JSON array of such objects.
  */
 static char *
-delete_sql(CsTable *t, const char *rel, bool many)
+delete_sql(CsTable *t, const char *rel, bool many, bool returning)
 {
 	StringInfoData q;
 
@@ -696,6 +697,8 @@ delete_sql(CsTable *t, const char *rel, bool many)
 	for (int i = 0; i < t->nkeys; i++)
 		appendStringInfo(&q, "%st.%s = r.%s", i ? " AND " : "",
 						 col(t, t->key_attnums[i]), col(t, t->key_attnums[i]));
+	if (returning)
+		appendStringInfo(&q, " RETURNING (t.*)::%s", rel);
 	return q.data;
 }
 
@@ -742,7 +745,7 @@ apply_fields(CsTable *t, const CsReply *fields, bool check_only)
 	if (check_only)
 		return key;
 	/* t is not used after this: its triggers may rebuild the registry */
-	if (run_jsonb(upsert ? upsert_sql(t, rel, cols, false, false) : delete_sql(t, rel, false),
+	if (run_jsonb(upsert ? upsert_sql(t, rel, cols, false, false) : delete_sql(t, rel, false, false),
 				  jb, false, 0) < 0)
 		elog(ERROR, "could not apply a write-back entry");
 	return key;
@@ -1170,11 +1173,12 @@ group_of(CsTable *t, List *groups, Jsonb *data, WbGroup **gp)
  * then one upsert per set of columns (at most one row per key each, so ON
  * CONFLICT never meets a row twice).  Every statement is made before the
  * first runs: t may be freed by then (wb_lookup).  With rows, the upserts
- * return the rows they stored, copied into cxt: *rows, *nrows.
+ * return the rows they stored and the delete the rows it deleted, copied
+ * into cxt: (*rows)[0 .. *ndeleted - 1] deleted, then up to *nrows stored.
  */
 static void
 apply_folds(CsTable *t, const char *rel, List *folds, Datum **rows, int *nrows,
-			MemoryContext cxt)
+			int *ndeleted, MemoryContext cxt)
 {
 	JsonbParseState *deletes = NULL;
 	List	   *groups = NIL;
@@ -1203,7 +1207,7 @@ apply_folds(CsTable *t, const char *rel, List *folds, Datum **rows, int *nrows,
 	}
 	if (ndeletes > 0)
 	{
-		sqls = lappend(sqls, delete_sql(t, rel, true));
+		sqls = lappend(sqls, delete_sql(t, rel, true, rows != NULL));
 		args = lappend(args, DatumGetPointer(end_array(&deletes)));
 	}
 	foreach(lc, groups)
@@ -1215,8 +1219,10 @@ apply_folds(CsTable *t, const char *rel, List *folds, Datum **rows, int *nrows,
 	}
 	if (rows)
 	{
-		*rows = MemoryContextAlloc(cxt, sizeof(Datum) * Max(list_length(folds), 1));
+		/* a fold's row is deleted at most once and stored at most once */
+		*rows = MemoryContextAlloc(cxt, sizeof(Datum) * Max(2 * list_length(folds), 1));
 		*nrows = 0;
+		*ndeleted = 0;
 	}
 	forboth(lc, sqls, lc2, args)
 	{
@@ -1225,20 +1231,22 @@ apply_folds(CsTable *t, const char *rel, List *folds, Datum **rows, int *nrows,
 
 		if (rc < 0)
 			elog(ERROR, "could not apply write-back entries");
-		if (rows == NULL || rc != SPI_OK_INSERT_RETURNING)
+		if (rows == NULL ||
+			(rc != SPI_OK_INSERT_RETURNING && rc != SPI_OK_DELETE_RETURNING))
 			continue;
 		for (uint64 r = 0; r < SPI_processed; r++)
 		{
 			bool		isnull;
 			Datum		d = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1, &isnull);
 
-			/* one row per fold at most: each key is in one statement only */
-			if (isnull || *nrows >= list_length(folds))
-				elog(ERROR, "unexpected row returned by a write-back upsert");
+			if (isnull || *nrows >= 2 * list_length(folds))
+				elog(ERROR, "unexpected row returned by a write-back statement");
 			old = MemoryContextSwitchTo(cxt);
 			(*rows)[(*nrows)++] = datumCopy(d, false, -1);
 			MemoryContextSwitchTo(old);
 		}
+		if (rc == SPI_OK_DELETE_RETURNING)
+			*ndeleted = *nrows;	/* the delete runs first */
 		SPI_freetuptable(SPI_tuptable);
 	}
 }
@@ -1258,7 +1266,12 @@ apply_folds(CsTable *t, const char *rel, List *folds, Datum **rows, int *nrows,
 static bool
 table_triggers(Oid relid, bool before_row)
 {
-	Relation	rel = relation_open(relid, AccessShareLock);
+	/*
+	 * RowExclusiveLock, the upserts' own, held to the end of the transaction:
+	 * no trigger or rule can be added (ShareRowExclusiveLock) before the
+	 * commit
+	 */
+	Relation	rel = relation_open(relid, RowExclusiveLock);
 	TriggerDesc *td = rel->trigdesc;
 	bool		plain = rel->rd_rel->relkind == RELKIND_RELATION && rel->rd_rules == NULL;
 
@@ -1271,8 +1284,35 @@ table_triggers(Oid relid, bool before_row)
 			continue;
 		plain = before_row && TRIGGER_FOR_ROW(tg->tgtype) && TRIGGER_FOR_BEFORE(tg->tgtype);
 	}
-	relation_close(rel, AccessShareLock);
+	relation_close(rel, NoLock);
 	return plain;
+}
+
+static CsTable *wb_lookup_or_throw(Oid relid);
+
+/* Returns the set of row keys of rows (whole-row values of relid). */
+static HTAB *
+deleted_keys(Oid relid, Datum *rows, int n)
+{
+	CsTable    *t = wb_lookup_or_throw(relid);
+	Relation	rel = relation_open(relid, AccessShareLock);
+	HTAB	   *keys = cs_keyset_create("cachesync write-back deleted keys", Max(n, 1),
+										sizeof(char *), CurrentMemoryContext);
+
+	for (int i = 0; i < n; i++)
+	{
+		HeapTupleData tuple;
+		char	   *key;
+
+		tuple.t_data = DatumGetHeapTupleHeader(rows[i]);
+		tuple.t_len = HeapTupleHeaderGetDatumLength(tuple.t_data);
+		ItemPointerSetInvalid(&tuple.t_self);
+		tuple.t_tableOid = relid;
+		key = cs_row_key(t, &tuple, RelationGetDescr(rel));
+		hash_search(keys, &key, HASH_ENTER, NULL);
+	}
+	relation_close(rel, AccessShareLock);
+	return keys;
 }
 
 /* Throws (to leave the collapsing path) unless relid is still write_back. */
@@ -1315,6 +1355,7 @@ apply_collapsed(WbBatch *b, Oid relid, WbEntry *es, int n)
 		List	   *folds;
 		bool		returning;
 		int			nrows = 0;
+		int			ndeleted = 0;
 
 		wb_become_owner(relid, &save);
 		for (int i = 0; i < n; i++)
@@ -1339,22 +1380,30 @@ apply_collapsed(WbBatch *b, Oid relid, WbEntry *es, int n)
 		returning = table_triggers(relid, true);
 		t = wb_lookup_or_throw(relid);
 		cs_capture_skip_relid = relid;
-		apply_folds(t, rel, folds, returning ? (Datum **) &rows : NULL, &nrows, cxt);
+		apply_folds(t, rel, folds, returning ? (Datum **) &rows : NULL, &nrows, &ndeleted, cxt);
 		cs_capture_skip_relid = InvalidOid;
-		nrows_out = nrows;
 		if (returning)
 		{
 			ListCell   *lc;
+			HTAB	   *deleted = deleted_keys(relid, rows, ndeleted);
 
+			/*
+			 * Deleted keys the statement found a row for (a row it did not
+			 * find, perhaps being inserted meanwhile, is read back), and the
+			 * stored rows after them
+			 */
 			MemoryContextSwitchTo(cxt);
 			foreach(lc, folds)
 			{
 				WbFold	   *f = lfirst(lc);
 
-				if (f->deleted && f->data == NULL)
+				if (f->deleted && f->data == NULL &&
+					hash_search(deleted, &f->key, HASH_FIND, NULL) != NULL)
 					gone = lappend(gone, pstrdup(f->key));
 			}
 			MemoryContextSwitchTo(old);
+			rows += ndeleted;
+			nrows_out = nrows - ndeleted;
 		}
 		wb_stop_being_owner(&save);
 		ReleaseCurrentSubTransaction();
@@ -1494,16 +1543,17 @@ typedef struct WbFlight
 	bool		acks;			/* starts with the XACK and XTRIM of a batch */
 	WbBatch    *settling;		/* then the settles of this batch */
 	int			nsettle;
-	bool		read;			/* ends with an XREADGROUP of the stream */
+	int			nread;			/* ends with this many XREADGROUPs of the stream */
 } WbFlight;
 
 static WbFlight wb_flight;		/* in flight while p != NULL */
-static CsReply *wb_read_ahead = NULL;	/* what the last flight read */
+static CsReply *wb_read_ahead[2];	/* what the last flight read */
 static WbBatch *wb_settled = NULL;	/* the batch it settled */
 
 /*
  * Reads the replies of f: true when every acknowledgement and settle
- * succeeded, with *entries set to the entries read (or NULL).
+ * succeeded, with entries[0 .. f->nread - 1] set to the entries read (or
+ * NULL).
  */
 static bool
 land(WbFlight *f, CsReply **entries)
@@ -1512,7 +1562,7 @@ land(WbFlight *f, CsReply **entries)
 	const char *error;
 	int			i = 0;
 
-	*entries = NULL;
+	entries[0] = entries[1] = NULL;
 	if (!cs_redis_try_run(f->p, &r))
 		return wb_failed("settling and reading write-back entries", cs_redis_last_error()) != WB_FAILED;
 	if (f->acks && !cs_replies_ok(r, 2, &error))
@@ -1521,10 +1571,13 @@ land(WbFlight *f, CsReply **entries)
 	if (!cs_replies_ok(r + i, f->nsettle, &error))
 		return wb_failed("settling the cache after write-back", error) != WB_FAILED;
 	i += f->nsettle;
-	if (f->read && r[i]->type == CS_REPLY_ERROR)
-		return wb_failed("reading the write-back streams", r[i]->str) != WB_FAILED;
-	if (f->read && r[i]->type == CS_REPLY_ARRAY && r[i]->nelem > 0)
-		*entries = r[i]->elem[0]->elem[1];
+	for (int k = 0; k < f->nread; k++, i++)
+	{
+		if (r[i]->type == CS_REPLY_ERROR)
+			return wb_failed("reading the write-back streams", r[i]->str) != WB_FAILED;
+		if (r[i]->type == CS_REPLY_ARRAY && r[i]->nelem > 0)
+			entries[k] = r[i]->elem[0]->elem[1];
+	}
 	return true;
 }
 
@@ -1546,7 +1599,7 @@ land_flight(void)
 
 	if (wb_flight.p == NULL)
 		return true;
-	ok = land(&wb_flight, &wb_read_ahead);
+	ok = land(&wb_flight, wb_read_ahead);
 	wb_settled = ok ? wb_flight.settling : NULL;
 	wb_flight.p = NULL;
 	return ok;
@@ -1616,23 +1669,22 @@ apply_batch(void *arg)
 			if (!record_entry(b, relid, dlq, &es[i], es[i].key, es[i].edata))
 				return false;
 		}
-		if (b->rows != NULL)
-			settle_from_rows(b, relid);
 	}
 	else
 	{
+		b->rows = NULL;
 		for (int i = 0; i < n; i++)
 		{
 			if (!apply_alone(b, relid, dlq, &es[i]))
 				return false;
 		}
 	}
-	if (n > 0)
-		write_progress(relid, es[n - 1].id);
+
 	/*
 	 * The pipeline in flight comes first (replies are read in order): before
 	 * the dead letters, and before a commit that may push other tables'
-	 * changes (triggers, cascades).
+	 * changes (triggers, cascades).  Landed before settle_from_rows publishes
+	 * its bound, so that no populator waits on these round trips.
 	 */
 	if (dlq->ncommands > 0 || !table_triggers(relid, false))
 	{
@@ -1642,12 +1694,17 @@ apply_batch(void *arg)
 		if (!landed)
 			return false;
 	}
-	if (dlq->ncommands == 0)
-		return true;
-	if (!cs_redis_try_run(dlq, &r))
-		return wb_failed("writing dead letters", cs_redis_last_error()) != WB_FAILED;
-	if (!cs_replies_ok(r, dlq->ncommands, &error))
-		return wb_failed("writing dead letters", error) != WB_FAILED;
+	if (dlq->ncommands > 0)
+	{
+		if (!cs_redis_try_run(dlq, &r))
+			return wb_failed("writing dead letters", cs_redis_last_error()) != WB_FAILED;
+		if (!cs_replies_ok(r, dlq->ncommands, &error))
+			return wb_failed("writing dead letters", error) != WB_FAILED;
+	}
+	if (b->rows != NULL)
+		settle_from_rows(b, relid);
+	if (n > 0)
+		write_progress(relid, es[n - 1].id);
 	return true;
 }
 
@@ -1673,22 +1730,29 @@ settle_rest(void *arg)
 	WbBatch    *b = arg;
 	CsTable    *t = cs_registry_lookup(b->wt->relid);
 	CsSyncResult r = {0};
-	List	   *rest = NIL;
-	ListCell   *lc;
 
 	if (t == NULL || t->broken)
 		return true;
+	if (!cs_sync_keys_guarded(t, b->rest, b->guards, cs_version_for_read(), &r))
+		return wb_failed("settling the cache after write-back", cs_redis_last_error()) != WB_FAILED;
+	return true;
+}
+
+/* Sets b->rest, the keys b->settle does not cover; returns true when there are some. */
+static bool
+find_rest(WbBatch *b)
+{
+	ListCell   *lc;
+
+	b->rest = NIL;
 	foreach(lc, b->guard_keys)
 	{
 		char	   *key = lfirst(lc);
 
 		if (b->settled == NULL || hash_search(b->settled, &key, HASH_FIND, NULL) == NULL)
-			rest = lappend(rest, key);
+			b->rest = lappend(b->rest, key);
 	}
-	if (rest != NIL &&
-		!cs_sync_keys_guarded(t, rest, b->guards, cs_version_for_read(), &r))
-		return wb_failed("settling the cache after write-back", cs_redis_last_error()) != WB_FAILED;
-	return true;
+	return b->rest != NIL;
 }
 
 /* Appends the XACK and XTRIM of b's entries to p (see ack_batch). */
@@ -1769,9 +1833,10 @@ process_stream(WbTable *wt, CsReply *entries)
 			if (wb_flight.p == NULL)
 				break;
 			ok = land_flight();
-			ahead[0] = wb_read_ahead;
+			ahead[0] = wb_read_ahead[0];
+			ahead[1] = wb_read_ahead[1];
 			settled = wb_settled;
-			wb_read_ahead = NULL;
+			wb_read_ahead[0] = wb_read_ahead[1] = NULL;
 			wb_settled = NULL;
 			if (!ok)
 				break;
@@ -1814,15 +1879,20 @@ process_stream(WbTable *wt, CsReply *entries)
 		 * value Postgres refused) nor a guard without TTL.
 		 */
 		ok = land_flight();		/* or apply_batch did, before its dead letters */
-		if (has_entries(wb_read_ahead))
-			ahead[has_entries(ahead[0]) ? 1 : 0] = wb_read_ahead;
+		for (int k = 0; k < 2; k++)
+		{
+			if (!has_entries(wb_read_ahead[k]))
+				continue;
+			Assert(!has_entries(ahead[1]));
+			ahead[has_entries(ahead[0]) ? 1 : 0] = wb_read_ahead[k];
+		}
 		if (wb_settled)
 			settled = wb_settled;
-		wb_read_ahead = NULL;
+		wb_read_ahead[0] = wb_read_ahead[1] = NULL;
 		wb_settled = NULL;
 		if (!ok)
 			break;
-		if (!cs_worker_xact(settle_rest, b, "settling write-back rows"))
+		if (find_rest(b) && !cs_worker_xact(settle_rest, b, "settling write-back rows"))
 		{
 			ok = false;
 			break;
@@ -1836,10 +1906,16 @@ process_stream(WbTable *wt, CsReply *entries)
 		wb_flight.nsettle = b->settle ? b->settle->ncommands : 0;
 		if (b->settle)
 			cs_pipeline_append_pipeline(p, b->settle);
-		/* read ahead past our own pending entries, a batch or two */
-		wb_flight.read = !wb_read_own && !has_entries(ahead[1]) && ++rounds < WB_MAX_PREFETCH;
+		/*
+		 * Read ahead (past our own pending entries) so that two batches are
+		 * in hand when this pipeline lands: the next one is applied while it
+		 * runs, the one after while the next pipeline runs.
+		 */
+		wb_flight.nread = 0;
+		if (!wb_read_own && (rounds += 1) < WB_MAX_PREFETCH)
+			wb_flight.nread = 2 - has_entries(ahead[0]) - has_entries(ahead[1]);
 		snprintf(count, sizeof(count), "%d", Min(cachesync_batch_size, WB_MAX_READ));
-		if (wb_flight.read)
+		for (int k = 0; k < wb_flight.nread; k++)
 			cs_pipeline_append_strs(p, 9, (const char *[]) {"XREADGROUP", "GROUP", WB_GROUP,
 									WB_CONSUMER, "COUNT", count, "STREAMS", wt->stream, ">"});
 		cs_pipeline_flush(p);
@@ -1850,7 +1926,7 @@ process_stream(WbTable *wt, CsReply *entries)
 	if (wb_flight.p != NULL)
 		cs_redis_disconnect();
 	wb_flight.p = NULL;
-	wb_read_ahead = NULL;
+	wb_read_ahead[0] = wb_read_ahead[1] = NULL;
 	wb_settled = NULL;
 	ok = ok && (settled == NULL || ack_batch(settled));
 	if (!ok)
@@ -1981,6 +2057,13 @@ wb_round(void)
 	return WB_DONE;
 }
 
+/* before_shmem_exit callback: no populator may wait for a bound we left. */
+static void
+wb_exit(int code, Datum arg)
+{
+	cs_version_end_push();
+}
+
 /* Entry point of the write-back worker. */
 void
 cachesync_writeback_main(Datum arg)
@@ -1992,6 +2075,8 @@ cachesync_writeback_main(Datum arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(cachesync_database, NULL, 0);
+	/* a FATAL exit between settle_from_rows and the commit: withdraw the bound */
+	before_shmem_exit(wb_exit, (Datum) 0);
 	/*
 	 * Entries are acknowledged and trimmed from Redis once their batch has
 	 * committed: that commit must be durable first, whatever the database's
