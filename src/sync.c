@@ -444,10 +444,7 @@ append_rows_each(CsTable *t, CsPipeline *p, uint64 version, HTAB *found,
 		HeapTupleData tuple;
 		CsValue    *value;
 
-		tuple.t_len = HeapTupleHeaderGetDatumLength(hdr);
-		ItemPointerSetInvalid(&tuple.t_self);
-		tuple.t_tableOid = t->relid;
-		tuple.t_data = hdr;
+		cs_row_tuple(&tuple, hdr, t->relid);
 		key = cs_row_key(t, &tuple, desc);
 		value = cs_row_value(t, &tuple, desc);
 		if (found)
@@ -698,13 +695,15 @@ cs_sync_keys_guarded(CsTable *t, List *keys, HTAB *guards, uint64 version,
  * Appends to p the guarded writes that settle write-back keys of t with
  * version: each of rows (whole-row values of t, as the writer's own
  * statements stored and returned them) as its value, each key of gone as
- * deleted, only keys guards holds (others are not settled here).  Adds the
- * keys written to done.  The caller drew version as a
+ * deleted, only keys guards holds: the keys of other rows (a trigger
+ * changed them) are added to *unguarded, to be read back.  Adds the keys
+ * written to done.  The caller drew version as a
  * pusher (cs_version_begin_push) after those statements locked the rows.
  */
 void
 cs_sync_append_settle(CsTable *t, CsPipeline *p, Datum *rows, int nrows,
-					  List *gone, HTAB *guards, uint64 version, HTAB *done)
+					  List *gone, HTAB *guards, uint64 version, HTAB *done,
+					  List **unguarded)
 {
 	PG_TRY();
 	{
@@ -721,14 +720,16 @@ cs_sync_append_settle(CsTable *t, CsPipeline *p, Datum *rows, int nrows,
 			HeapTupleData tuple;
 			char	   *key;
 
-			tuple.t_len = HeapTupleHeaderGetDatumLength(hdr);
-			ItemPointerSetInvalid(&tuple.t_self);
-			tuple.t_tableOid = t->relid;
-			tuple.t_data = hdr;
+			cs_row_tuple(&tuple, hdr, t->relid);
 			key = cs_row_key(t, &tuple, desc);
-			/* not an entry's key (a trigger changed it): left to the read-back */
-			if (cs_is_stream_key(t, key) || !hash_search(guards, &key, HASH_FIND, NULL))
+			if (cs_is_stream_key(t, key))
 				continue;
+			/* not an entry's key (a trigger changed it): read back */
+			if (!hash_search(guards, &key, HASH_FIND, NULL))
+			{
+				*unguarded = lappend(*unguarded, key);
+				continue;
+			}
 			hash_search(done, &key, HASH_ENTER, NULL);
 			batch_add(&settles, key, cs_row_value(t, &tuple, desc));
 		}

@@ -8,6 +8,7 @@
 #ifndef CACHESYNC_SYNC_H
 #define CACHESYNC_SYNC_H
 
+#include "access/htup_details.h"
 #include "nodes/pg_list.h"
 #include "utils/hsearch.h"
 
@@ -37,8 +38,19 @@ typedef struct CsSyncGuard
 
 extern bool cs_sync_keys_guarded(CsTable *t, List *keys, HTAB *guards,
 								 uint64 version, CsSyncResult *result);
+/* Points tuple at hdr, a whole-row value of relation relid. */
+static inline void
+cs_row_tuple(HeapTupleData *tuple, HeapTupleHeader hdr, Oid relid)
+{
+	tuple->t_len = HeapTupleHeaderGetDatumLength(hdr);
+	ItemPointerSetInvalid(&tuple->t_self);
+	tuple->t_tableOid = relid;
+	tuple->t_data = hdr;
+}
+
 extern void cs_sync_append_settle(CsTable *t, CsPipeline *p, Datum *rows, int nrows,
-								  List *gone, HTAB *guards, uint64 version, HTAB *done);
+								  List *gone, HTAB *guards, uint64 version, HTAB *done,
+								  List **unguarded);
 
 /* The user and search_path to restore after reading as a table's owner. */
 typedef struct CsAsOwner

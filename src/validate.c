@@ -574,10 +574,7 @@ compare_rows_page(CsTable *t, char **last, CsRowsPage *pg)
 																	 SPI_tuptable->tupdesc, 1, &isnull));
 		HeapTupleData tuple;
 
-		tuple.t_len = HeapTupleHeaderGetDatumLength(hdr);
-		ItemPointerSetInvalid(&tuple.t_self);
-		tuple.t_tableOid = t->relid;
-		tuple.t_data = hdr;
+		cs_row_tuple(&tuple, hdr, t->relid);
 		pg->keys[r] = cs_row_key(t, &tuple, RelationGetDescr(rel));
 		vals[r] = cs_row_value(t, &tuple, RelationGetDescr(rel));
 		cs_pipeline_append_strs(p, 2, (const char *[]) {

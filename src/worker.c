@@ -501,9 +501,12 @@ load_table(CsTable *t, void *arg)
 	/*
 	 * The rows, then a sweep of the keys they did not write: a Redis
 	 * restarted from an older snapshot holds keys of rows deleted since,
-	 * which nothing else would remove.
+	 * which nothing else would remove.  Not for a write_back table: its
+	 * keys may hold application writes not applied yet (no version), which
+	 * the sweep would delete; their settles write them in the end.
 	 */
-	if (!cs_sync_table(t, &r) || !cs_sync_orphans(t, r.first_version, &orphans))
+	if (!cs_sync_table(t, &r) ||
+		(t->mode != CS_MODE_WRITE_BACK && !cs_sync_orphans(t, r.first_version, &orphans)))
 		st->failed = true;
 	cs_stats_add(t->relid, CS_STAT_PUSHED, r.pushed);
 	cs_stats_add(t->relid, CS_STAT_INVALIDATED, orphans.removed);

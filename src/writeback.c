@@ -379,6 +379,7 @@ typedef struct WbBatch
 	CsPipeline *settle;			/* their settles (settle_from_rows), or NULL */
 	HTAB	   *settled;		/* the keys settle covers */
 	List	   *rest;			/* the other keys (settle_rest) */
+	List	   *unguarded;		/* rows' keys no entry names (a trigger's) */
 } WbBatch;
 
 /* Returns the last applied entry id of relid ("0-0" for none). */
@@ -622,10 +623,7 @@ data_key(CsTable *t, const char *rel, Datum data)
 				  data, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not read write-back data");
 	hdr = DatumGetHeapTupleHeader(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
-	tuple.t_len = HeapTupleHeaderGetDatumLength(hdr);
-	ItemPointerSetInvalid(&tuple.t_self);
-	tuple.t_tableOid = t->relid;
-	tuple.t_data = hdr;
+	cs_row_tuple(&tuple, hdr, t->relid);
 	r = relation_open(t->relid, AccessShareLock);
 	for (int i = 0; i < t->nkeys; i++)
 	{
@@ -766,6 +764,30 @@ wb_transient(int sqlerrcode)
 }
 
 /*
+ * For the PG_CATCH of a subtransaction begun (BeginInternalSubTransaction)
+ * while old was the memory context and owner the resource owner: rolls it
+ * back (which restores the user, the security context and the GUCs),
+ * restores both, throws a transient error (wb_transient) again, and returns
+ * any other, copied into cxt.
+ */
+static ErrorData *
+wb_subxact_failed(MemoryContext cxt, MemoryContext old, ResourceOwner owner)
+{
+	ErrorData  *edata;
+
+	cs_capture_skip_relid = InvalidOid;
+	MemoryContextSwitchTo(cxt);
+	edata = CopyErrorData();
+	FlushErrorState();
+	RollbackAndReleaseCurrentSubTransaction();
+	MemoryContextSwitchTo(old);
+	CurrentResourceOwner = owner;
+	if (wb_transient(edata->sqlerrcode))
+		ReThrowError(edata);
+	return edata;
+}
+
+/*
  * Becomes relid's owner to apply write-back entries, in a restricted
  * operation.  The table's own triggers run as they would in a session of
  * its owner: with the default search_path, not the pinned one (our
@@ -827,16 +849,7 @@ apply_entry(CsTable *t, const CsReply *fields, char **key, ErrorData **edata,
 	}
 	PG_CATCH();
 	{
-		cs_capture_skip_relid = InvalidOid;
-		MemoryContextSwitchTo(cxt);
-		*edata = CopyErrorData();
-		FlushErrorState();
-		/* restores the user, the security context and the GUCs */
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(old);
-		CurrentResourceOwner = owner;
-		if (wb_transient((*edata)->sqlerrcode))
-			ReThrowError(*edata);
+		*edata = wb_subxact_failed(cxt, old, owner);
 		ok = false;
 	}
 	PG_END_TRY();
@@ -1063,11 +1076,9 @@ entry_keys(CsTable *t, const char *rel, WbEntry *es, int n)
 
 		if (es[i].data == NULL)
 			continue;
-		tuple.t_data = DatumGetHeapTupleHeader(SPI_getbinval(SPI_tuptable->vals[row++],
-															 SPI_tuptable->tupdesc, 1, &isnull));
-		tuple.t_len = HeapTupleHeaderGetDatumLength(tuple.t_data);
-		ItemPointerSetInvalid(&tuple.t_self);
-		tuple.t_tableOid = t->relid;
+		cs_row_tuple(&tuple, DatumGetHeapTupleHeader(SPI_getbinval(SPI_tuptable->vals[row++],
+															 SPI_tuptable->tupdesc, 1, &isnull)),
+					 t->relid);
 		for (int k = 0; k < t->nkeys && es[i].data; k++)
 		{
 			if (heap_attisnull(&tuple, t->key_attnums[k], RelationGetDescr(r)))
@@ -1304,10 +1315,8 @@ deleted_keys(Oid relid, Datum *rows, int n)
 		HeapTupleData tuple;
 		char	   *key;
 
-		tuple.t_data = DatumGetHeapTupleHeader(rows[i]);
-		tuple.t_len = HeapTupleHeaderGetDatumLength(tuple.t_data);
-		ItemPointerSetInvalid(&tuple.t_self);
-		tuple.t_tableOid = relid;
+		cs_row_tuple(&tuple, DatumGetHeapTupleHeader(rows[i]),
+					 relid);
 		key = cs_row_key(t, &tuple, RelationGetDescr(rel));
 		hash_search(keys, &key, HASH_ENTER, NULL);
 	}
@@ -1412,18 +1421,8 @@ apply_collapsed(WbBatch *b, Oid relid, WbEntry *es, int n)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
+		ErrorData  *edata = wb_subxact_failed(cxt, old, owner);
 
-		cs_capture_skip_relid = InvalidOid;
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		/* restores the user, the security context and the GUCs */
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(old);
-		CurrentResourceOwner = owner;
-		if (wb_transient(edata->sqlerrcode))
-			ReThrowError(edata);
 		ereport(DEBUG1,
 				(errmsg_internal("cachesync writeback: collapsed batch of \"%s\" failed, applying its entries one by one: %s",
 								 get_rel_name(relid), edata->message)));
@@ -1509,7 +1508,7 @@ settle_from_rows(WbBatch *b, Oid relid)
 									  b->nrows + list_length(b->gone), sizeof(char *), b->cxt);
 		b->settle = cs_pipeline_create();
 		cs_sync_append_settle(t, b->settle, b->rows, b->nrows, b->gone, b->guards,
-							  version, b->settled);
+							  version, b->settled, &b->unguarded);
 		wb_stop_being_owner(&save);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(old);
@@ -1517,16 +1516,8 @@ settle_from_rows(WbBatch *b, Oid relid)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
+		ErrorData  *edata = wb_subxact_failed(b->cxt, old, owner);
 
-		MemoryContextSwitchTo(b->cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(old);
-		CurrentResourceOwner = owner;
-		if (wb_transient(edata->sqlerrcode))
-			ReThrowError(edata);
 		ereport(DEBUG1,
 				(errmsg_internal("cachesync writeback: formatting the rows of \"%s\" failed, reading them back: %s",
 								 get_rel_name(relid), edata->message)));
@@ -1752,6 +1743,7 @@ find_rest(WbBatch *b)
 		if (b->settled == NULL || hash_search(b->settled, &key, HASH_FIND, NULL) == NULL)
 			b->rest = lappend(b->rest, key);
 	}
+	b->rest = list_concat(b->rest, b->unguarded);
 	return b->rest != NIL;
 }
 
@@ -1879,12 +1871,15 @@ process_stream(WbTable *wt, CsReply *entries)
 		 * value Postgres refused) nor a guard without TTL.
 		 */
 		ok = land_flight();		/* or apply_batch did, before its dead letters */
-		for (int k = 0; k < 2; k++)
+		for (int k = 0; ok && k < 2; k++)
 		{
 			if (!has_entries(wb_read_ahead[k]))
 				continue;
-			Assert(!has_entries(ahead[1]));
-			ahead[has_entries(ahead[0]) ? 1 : 0] = wb_read_ahead[k];
+			/* never more than two in hand (see below); else start afresh */
+			if (has_entries(ahead[1]))
+				ok = wb_failed("reading write-back entries ahead", "too many batches in hand") != WB_FAILED;
+			else
+				ahead[has_entries(ahead[0]) ? 1 : 0] = wb_read_ahead[k];
 		}
 		if (wb_settled)
 			settled = wb_settled;
@@ -1907,9 +1902,10 @@ process_stream(WbTable *wt, CsReply *entries)
 		if (b->settle)
 			cs_pipeline_append_pipeline(p, b->settle);
 		/*
-		 * Read ahead (past our own pending entries) so that two batches are
-		 * in hand when this pipeline lands: the next one is applied while it
-		 * runs, the one after while the next pipeline runs.
+		 * Read ahead (past our own pending entries) so that one batch is in
+		 * hand, to apply while this pipeline runs, and one arrives with it:
+		 * two reads when none is in hand (then it lands at once), else one.
+		 * At most two are ever in hand.
 		 */
 		wb_flight.nread = 0;
 		if (!wb_read_own && (rounds += 1) < WB_MAX_PREFETCH)

@@ -91,7 +91,8 @@ sub feed
 	my $pid = CacheSync::WriteBack::worker_pid($node);
 	kill 'STOP', $pid;
 	CacheSync::WriteBack::pipe_commands($redis,
-		map { [ 'XADD', $stream, '*', map { s/%T/$table/r } @$_ ] } @fields);
+		map { $_->[0] =~ /^(MULTI|EXEC)$/ ? $_ : [ 'XADD', $stream, '*', map { s/%T/$table/r } @$_ ] }
+		@fields);
 	my $last = $redis->cli('XADD', $stream, '*', 'op', 'upsert', 'data', $end);
 	kill 'CONT', $pid;
 	ok(CacheSync::WriteBack::wait_applied($node, $table, $last), "$table: every entry applied");
@@ -200,6 +201,28 @@ ok(CacheSync::WriteBack::wait_for(sub {
 is($redis->cli('XLEN', 'public.cr:__writeback'), '0', 'cr: applied entries are trimmed from the stream');
 is($node->safe_psql('postgres', q{SELECT wb_pending FROM cachesync.stats WHERE rel = 'cr'::regclass}),
 	'0', 'cr: nothing is left pending');
+
+# ck: a BEFORE trigger moves a row to another key.  The key the entry
+# named has no row (settled as deleted); the row's own key, which no entry
+# names, is read back and cached.
+$node->safe_psql('postgres', q{
+	CREATE TABLE ck (id int PRIMARY KEY, a text);
+	CREATE FUNCTION ck_before() RETURNS trigger LANGUAGE plpgsql AS
+	  $$BEGIN IF NEW.id < 100 THEN NEW.id := NEW.id + 1000; END IF; RETURN NEW; END$$;
+	CREATE TRIGGER ck_before BEFORE INSERT ON ck FOR EACH ROW EXECUTE FUNCTION ck_before();
+	SELECT cachesync.register('ck', mode => 'write_back');
+});
+CacheSync::WriteBack::wait_for(sub {
+	$redis->cli('HEXISTS', '__cachesync:writeback', 'public.ck:__writeback') eq '1' });
+# (in one MULTI: a worker blocked in XREADGROUP gets both in one batch)
+feed('ck', '{"id":500,"a":"end"}', [ 'MULTI' ], [ 'op', 'upsert', 'data', '{"id":1,"a":"x"}' ],
+	[ 'op', 'upsert', 'data', '{"id":2,"a":"y"}' ], [ 'EXEC' ]);
+is($node->safe_psql('postgres', q{SELECT string_agg(id::text, ',' ORDER BY id) FROM ck}), '500,1001,1002',
+	'ck: the trigger moved the rows');
+ok(CacheSync::WriteBack::wait_for(sub {
+	my $d = CacheSync::Redis::cache_diff($node, 'ck');
+	$d->{missing} + $d->{stale} + $d->{orphaned} == 0 }),
+	'ck: the cache holds the moved rows under their own keys, and nothing under the named ones');
 
 # collapsing off: the same entries, one by one, into cb
 $node->append_conf('postgresql.conf', 'cachesync.writeback_collapse = off');
