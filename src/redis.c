@@ -506,15 +506,14 @@ ensure_connected(void)
 /*
  * Sends every command of the pipeline in one write and reads every reply.
  * Returns true with *replies set (an array of p->ncommands palloc'd replies,
- * error replies included; after cs_pipeline_take, only those not taken), or false with the failure recorded for
+ * error replies included), or false with the failure recorded for
  * cs_redis_last_error().  Throws only for interrupts and out-of-memory,
  * dropping the connection first.
  */
 bool
 cs_redis_try_run(CsPipeline *p, CsReply ***replies)
 {
-	int			n = p->ncommands - p->taken;
-	CsReply   **out = palloc0(sizeof(CsReply *) * Max(n, 1));
+	CsReply   **out = palloc0(sizeof(CsReply *) * Max(p->ncommands, 1));
 	bool		ok = false;
 
 	if (p->failed)
@@ -533,7 +532,7 @@ cs_redis_try_run(CsPipeline *p, CsReply ***replies)
 			ok = set_failure(CS_FAIL_IO, "the connection was lost while sending commands");
 		else
 			ok = (p->sent > 0 || ensure_connected()) &&
-				roundtrip(p->buf.data, p->buf.len, n, out);
+				roundtrip(p->buf.data, p->buf.len, p->ncommands, out);
 	}
 	PG_CATCH();
 	{
@@ -664,48 +663,6 @@ cs_pipeline_flush(CsPipeline *p)
 	resetStringInfo(&p->buf);
 }
 
-/*
- * Reads the replies of the next n commands of pipeline p, flushed before
- * (cs_pipeline_flush), leaving the later ones in flight: the caller works
- * while Redis runs them, and the final cs_redis_try_run() reads the rest.
- * Returns true with *replies set (n palloc'd replies), or false, with the
- * pipeline failed and the connection dropped.
- */
-bool
-cs_pipeline_take(CsPipeline *p, int n, CsReply ***replies)
-{
-	CsReply   **out = palloc0(sizeof(CsReply *) * Max(n, 1));
-	bool		ok;
-
-	Assert(p->taken + n <= p->ncommands);
-	if (p->failed || p->buf.len > 0 || cs_inflight != p->id)
-	{
-		p->failed = true;
-		return set_failure(CS_FAIL_IO, "the connection was lost while sending commands");
-	}
-	cs_failure = CS_FAIL_NONE;
-	cs_errbuf[0] = '\0';
-	PG_TRY();
-	{
-		ok = read_replies(n, out);
-	}
-	PG_CATCH();
-	{
-		cs_redis_disconnect();
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
-	if (!ok)
-	{
-		cs_redis_disconnect();
-		p->failed = true;
-		return false;
-	}
-	p->taken += n;
-	*replies = out;
-	return true;
-}
-
 /* Raises the ERROR that describes the last failure. */
 void
 cs_redis_raise_failure(void)
@@ -796,7 +753,6 @@ cs_pipeline_create(void)
 
 	initStringInfo(&p->buf);
 	p->ncommands = 0;
-	p->taken = 0;
 	p->sent = 0;
 	p->failed = false;
 	p->id = ++cs_last_pipeline_id;
@@ -818,7 +774,6 @@ cs_pipeline_reset(CsPipeline *p)
 {
 	resetStringInfo(&p->buf);
 	p->ncommands = 0;
-	p->taken = 0;
 	p->sent = 0;
 	p->failed = false;
 	p->id = ++cs_last_pipeline_id;	/* replies of a flushed past are not ours */

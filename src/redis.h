@@ -48,7 +48,6 @@ typedef struct CsPipeline
 {
 	StringInfoData buf;
 	int			ncommands;
-	int			taken;			/* replies read by cs_pipeline_take */
 	int64		sent;			/* bytes sent by cs_pipeline_flush (no longer in buf) */
 	bool		failed;			/* a flush failed: the run fails too */
 	uint64		id;				/* tells pipelines apart (redis.c) */
@@ -63,7 +62,6 @@ extern void cs_pipeline_append_strs(CsPipeline *p, int argc,
 									const char *const *argv);
 
 extern void cs_pipeline_flush(CsPipeline *p);
-extern bool cs_pipeline_take(CsPipeline *p, int n, CsReply ***replies);
 extern uint64 cs_redis_connection_count(void);
 extern bool cs_redis_try_run(CsPipeline *p, CsReply ***replies);
 extern bool cs_redis_try_run_blocking(CsPipeline *p, CsReply ***replies,

@@ -1812,7 +1812,6 @@ process_stream(WbTable *wt, CsReply *entries)
 		WbBatch    *b;
 		CsPipeline *p;
 		char		count[16];
-
 		CsReply    *next;
 
 		if (!has_entries(ahead[0]))
