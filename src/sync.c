@@ -290,6 +290,30 @@ cs_error_is_transient(int sqlerrcode)
 		category == ERRCODE_TRANSACTION_ROLLBACK;
 }
 
+/*
+ * For the PG_CATCH of a subtransaction begun (BeginInternalSubTransaction)
+ * while old was the memory context and owner the resource owner: rolls it
+ * back (which restores the user, the security context and the GUCs),
+ * restores both, throws an error transient() accepts again, and returns
+ * any other, copied into cxt.
+ */
+ErrorData *
+cs_subxact_failed(MemoryContext cxt, MemoryContext old, ResourceOwner owner,
+				  bool (*transient) (int sqlerrcode))
+{
+	ErrorData  *edata;
+
+	MemoryContextSwitchTo(cxt);
+	edata = CopyErrorData();
+	FlushErrorState();
+	RollbackAndReleaseCurrentSubTransaction();
+	MemoryContextSwitchTo(old);
+	CurrentResourceOwner = owner;
+	if (transient(edata->sqlerrcode))
+		ReThrowError(edata);
+	return edata;
+}
+
 /* Returns the query that fetches t's rows whose key values are given as text arrays. */
 static char *
 fetch_query(CsTable *t)
@@ -569,17 +593,10 @@ fetch_guarded(CsTable *t, Datum *arrays, int m, uint64 version, CsFetch *f)
 	{
 		ErrorData  *edata;
 
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
 		/* part of it may have been sent (flushed): start the next one afresh */
 		f->p = NULL;
 		/* a cancel, shutdown or lack of resources is not the rows' fault */
-		if (cs_error_is_transient(edata->sqlerrcode))
-			ReThrowError(edata);
+		edata = cs_subxact_failed(cxt, cxt, owner, cs_error_is_transient);
 		ereport(DEBUG1,
 				(errmsg_internal("cachesync: reading rows of \"%s\" failed: %s",
 								 get_rel_name(t->relid), edata->message)));
@@ -855,18 +872,8 @@ find_orphans(CsTable *t, char ***parsed, int n, bool *orphan)
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
 		/* a cancel, shutdown or lack of resources is not the keys' fault */
-		if (cs_error_is_transient(edata->sqlerrcode))
-			ReThrowError(edata);
-		FreeErrorData(edata);
+		FreeErrorData(cs_subxact_failed(cxt, cxt, owner, cs_error_is_transient));
 		ok = false;
 	}
 	PG_END_TRY();

@@ -11,6 +11,7 @@
 #include "access/htup_details.h"
 #include "nodes/pg_list.h"
 #include "utils/hsearch.h"
+#include "utils/resowner.h"
 
 #include "redis.h"
 #include "registry.h"
@@ -48,6 +49,9 @@ cs_row_tuple(HeapTupleData *tuple, HeapTupleHeader hdr, Oid relid)
 	tuple->t_data = hdr;
 }
 
+extern ErrorData *cs_subxact_failed(MemoryContext cxt, MemoryContext old,
+									ResourceOwner owner,
+									bool (*transient) (int sqlerrcode));
 extern void cs_sync_append_settle(CsTable *t, CsPipeline *p, Datum *rows, int nrows,
 								  List *gone, HTAB *guards, uint64 version, HTAB *done,
 								  List **unguarded);

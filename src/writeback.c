@@ -361,6 +361,14 @@ table_of_stream(const char *name)
 }
 
 /* A batch of one stream, and what applying it found. */
+/* what a table's triggers and rules allow a batch (table_triggers) */
+typedef enum WbTriggers
+{
+	WB_TRIGGERS_NONE,
+	WB_TRIGGERS_BEFORE_ROW,
+	WB_TRIGGERS_OTHER
+} WbTriggers;
+
 typedef struct WbBatch
 {
 	WbTable    *wt;
@@ -380,6 +388,7 @@ typedef struct WbBatch
 	HTAB	   *settled;		/* the keys settle covers */
 	List	   *rest;			/* the other keys (settle_rest) */
 	List	   *unguarded;		/* rows' keys no entry names (a trigger's) */
+	WbTriggers	triggers;		/* of the table, for this batch */
 } WbBatch;
 
 /* Returns the last applied entry id of relid ("0-0" for none). */
@@ -773,18 +782,8 @@ wb_transient(int sqlerrcode)
 static ErrorData *
 wb_subxact_failed(MemoryContext cxt, MemoryContext old, ResourceOwner owner)
 {
-	ErrorData  *edata;
-
 	cs_capture_skip_relid = InvalidOid;
-	MemoryContextSwitchTo(cxt);
-	edata = CopyErrorData();
-	FlushErrorState();
-	RollbackAndReleaseCurrentSubTransaction();
-	MemoryContextSwitchTo(old);
-	CurrentResourceOwner = owner;
-	if (wb_transient(edata->sqlerrcode))
-		ReThrowError(edata);
-	return edata;
+	return cs_subxact_failed(cxt, old, owner, wb_transient);
 }
 
 /*
@@ -1263,40 +1262,41 @@ apply_folds(CsTable *t, const char *rel, List *folds, Datum **rows, int *nrows,
 }
 
 /*
- * Returns true when relid is a plain table (not partitioned: a partition's
- * own triggers would not show here) without rules and without triggers
- * besides cachesync's own, BEFORE ROW triggers allowed with before_row.
- * - With before_row: the rows its upserts return are the rows as the batch
- *   leaves them (a BEFORE ROW trigger's changes are in the returned row),
- *   so the settle can take them instead of reading them back; an AFTER
- *   trigger or a statement trigger could change them again later.
- * - Without: applying its entries writes nothing else (no cascade, no
- *   trigger), so nothing else uses Redis before the commit
- *   (process_stream's pipeline in flight can wait).
+ * Classifies relid's triggers and rules for a batch (WbBatch.triggers),
+ * under RowExclusiveLock, the upserts' own, held to the end of the
+ * transaction: no trigger or rule can be added (ShareRowExclusiveLock)
+ * before the commit.  Only a plain table (not partitioned: a partition's
+ * own triggers would not show here) without rules counts as:
+ * - WB_TRIGGERS_NONE: no trigger besides cachesync's own.  Applying its
+ *   entries writes nothing else (no cascade, no trigger), so nothing else
+ *   uses Redis before the commit (process_stream's pipeline in flight can
+ *   wait);
+ * - WB_TRIGGERS_BEFORE_ROW: BEFORE ROW triggers too.  The rows its upserts
+ *   return are the rows as the batch leaves them (a BEFORE ROW trigger's
+ *   changes are in them), so the settle can take them instead of reading
+ *   them back; an AFTER or a statement trigger could change them later.
  */
-static bool
-table_triggers(Oid relid, bool before_row)
+static WbTriggers
+table_triggers(Oid relid)
 {
-	/*
-	 * RowExclusiveLock, the upserts' own, held to the end of the transaction:
-	 * no trigger or rule can be added (ShareRowExclusiveLock) before the
-	 * commit
-	 */
 	Relation	rel = relation_open(relid, RowExclusiveLock);
 	TriggerDesc *td = rel->trigdesc;
-	bool		plain = rel->rd_rel->relkind == RELKIND_RELATION && rel->rd_rules == NULL;
+	WbTriggers	kind = WB_TRIGGERS_NONE;
 
-	for (int i = 0; plain && td != NULL && i < td->numtriggers; i++)
+	if (rel->rd_rel->relkind != RELKIND_RELATION || rel->rd_rules != NULL)
+		kind = WB_TRIGGERS_OTHER;
+	for (int i = 0; kind != WB_TRIGGERS_OTHER && td != NULL && i < td->numtriggers; i++)
 	{
 		Trigger    *tg = &td->triggers[i];
 
 		if (strcmp(tg->tgname, "cachesync_capture") == 0 ||
 			strcmp(tg->tgname, "cachesync_truncate") == 0)
 			continue;
-		plain = before_row && TRIGGER_FOR_ROW(tg->tgtype) && TRIGGER_FOR_BEFORE(tg->tgtype);
+		kind = TRIGGER_FOR_ROW(tg->tgtype) && TRIGGER_FOR_BEFORE(tg->tgtype) ?
+			WB_TRIGGERS_BEFORE_ROW : WB_TRIGGERS_OTHER;
 	}
 	relation_close(rel, NoLock);
-	return plain;
+	return kind;
 }
 
 static CsTable *wb_lookup_or_throw(Oid relid);
@@ -1386,7 +1386,7 @@ apply_collapsed(WbBatch *b, Oid relid, WbEntry *es, int n)
 				elog(ERROR, "write-back entry %s passed the checks it failed", es[i].id);
 		}
 		folds = fold_entries(es, n);
-		returning = table_triggers(relid, true);
+		returning = b->triggers != WB_TRIGGERS_OTHER;
 		t = wb_lookup_or_throw(relid);
 		cs_capture_skip_relid = relid;
 		apply_folds(t, rel, folds, returning ? (Datum **) &rows : NULL, &nrows, &ndeleted, cxt);
@@ -1625,6 +1625,7 @@ apply_batch(void *arg)
 	 */
 	if (SPI_execute("SET CONSTRAINTS ALL IMMEDIATE", false, 0) < 0)
 		elog(ERROR, "could not set constraints immediate");
+	b->triggers = table_triggers(relid);
 	dlq = cs_pipeline_create();
 	start = read_progress(relid);
 	for (size_t i = 0; i < b->entries->nelem; i++)
@@ -1677,7 +1678,7 @@ apply_batch(void *arg)
 	 * changes (triggers, cascades).  Landed before settle_from_rows publishes
 	 * its bound, so that no populator waits on these round trips.
 	 */
-	if (dlq->ncommands > 0 || !table_triggers(relid, false))
+	if (dlq->ncommands > 0 || b->triggers != WB_TRIGGERS_NONE)
 	{
 		old = MemoryContextSwitchTo(b->cxt);
 		landed = land_flight();
