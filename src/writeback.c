@@ -28,7 +28,9 @@
  *      original fields, error and SQLSTATE go to the dead-letter stream,
  *      appended before the commit under the entry's own id, so a replay
  *      after a crash finds it there instead of adding it twice; the last
- *      entry id is stored in cachesync.writeback_progress; commit;
+ *      entry id is stored in cachesync.writeback_progress; commit (without
+ *      waiting for the WAL flush when the batch wrote nothing but the
+ *      table: see WbAcks);
  *   2. settle: the cache gets each touched row (dead-lettered ones too) as
  *      Postgres stored it (defaults, triggers, generated columns; no row:
  *      no key), read with a fresh snapshot and a populator version
@@ -38,7 +40,9 @@
  *   3. XACK the entries and XTRIM MINID past the last one (applied
  *      entries leave the stream: it cannot grow without bound).  Only
  *      after the settle: a crash or a failed settle before the ack brings
- *      the entries back, skipped as applied and settled again.
+ *      the entries back, skipped as applied and settled again.  And only
+ *      once the commit's WAL is flushed (WbAcks): a crash that loses the
+ *      commit brings them back too, applied again.
  *
  * Exactly once in effect: an entry's change and the progress row commit
  * together.  After a crash before the commit, nothing of the batch is
@@ -65,6 +69,7 @@
 #include "access/relation.h"
 #include "access/genam.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_index.h"
 #include "catalog/pg_trigger.h"
@@ -78,6 +83,7 @@
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
+#include "replication/syncrep.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
@@ -389,6 +395,7 @@ typedef struct WbBatch
 	List	   *rest;			/* the other keys (settle_rest) */
 	List	   *unguarded;		/* rows' keys no entry names (a trigger's) */
 	WbTriggers	triggers;		/* of the table, for this batch */
+	XLogRecPtr	lsn;			/* the end of its commit record */
 } WbBatch;
 
 /* Returns the last applied entry id of relid ("0-0" for none). */
@@ -1531,7 +1538,7 @@ settle_from_rows(WbBatch *b, Oid relid)
 typedef struct WbFlight
 {
 	CsPipeline *p;
-	bool		acks;			/* starts with the XACK and XTRIM of a batch */
+	int			nacks;			/* starts with this many XACKs and XTRIMs */
 	WbBatch    *settling;		/* then the settles of this batch */
 	int			nsettle;
 	int			nread;			/* ends with this many XREADGROUPs of the stream */
@@ -1556,9 +1563,9 @@ land(WbFlight *f, CsReply **entries)
 	entries[0] = entries[1] = NULL;
 	if (!cs_redis_try_run(f->p, &r))
 		return wb_failed("settling and reading write-back entries", cs_redis_last_error()) != WB_FAILED;
-	if (f->acks && !cs_replies_ok(r, 2, &error))
+	if (!cs_replies_ok(r, f->nacks, &error))
 		return wb_failed("acknowledging write-back entries", error) != WB_FAILED;
-	i += f->acks ? 2 : 0;
+	i += f->nacks;
 	if (!cs_replies_ok(r + i, f->nsettle, &error))
 		return wb_failed("settling the cache after write-back", error) != WB_FAILED;
 	i += f->nsettle;
@@ -1697,6 +1704,19 @@ apply_batch(void *arg)
 		settle_from_rows(b, relid);
 	if (n > 0)
 		write_progress(relid, es[n - 1].id);
+
+	/*
+	 * Commit without waiting for the WAL flush: the entries are acknowledged
+	 * only once it is flushed (see WbAcks).  Not when the batch may have
+	 * written other tables (triggers, cascades), whose changes other
+	 * cachesync processes may push to Redis right after the commit; nor
+	 * with synchronous standbys, which the acknowledgement does not wait
+	 * for.
+	 */
+	if (b->triggers == WB_TRIGGERS_NONE &&
+		(SyncRepStandbyNames == NULL || SyncRepStandbyNames[0] == '\0'))
+		(void) set_config_option("synchronous_commit", "off", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_LOCAL, true, 0, false);
 	return true;
 }
 
@@ -1748,36 +1768,125 @@ find_rest(WbBatch *b)
 	return b->rest != NIL;
 }
 
-/* Appends the XACK and XTRIM of b's entries to p (see ack_batch). */
-static void
-append_ack(CsPipeline *p, WbBatch *b)
+/*
+ * Acknowledgements wait for the WAL.  A batch's transaction commits without
+ * waiting for its WAL to reach disk (synchronous_commit off, see
+ * apply_batch), and its entries are acknowledged only once the WAL is
+ * flushed up to its commit record: until then they stay pending in the
+ * group, so a crash that loses the commit brings them back, applied again
+ * (the progress row was lost with it).  The walwriter flushes the WAL
+ * meanwhile (at most wal_writer_delay later), while this worker applies the
+ * next batches: the fsync leaves the apply path.  PostgreSQL's logical
+ * replication apply worker confirms its flush position to the publisher in
+ * the same way.  At the end of a stream's turn, and after
+ * WB_MAX_UNFLUSHED batches, the worker flushes the WAL itself.
+ */
+#define WB_MAX_UNFLUSHED 32
+
+typedef struct WbAcks
 {
+	MemoryContext cxt;			/* emptied after each acknowledgement */
+	CsPipeline *p;				/* an XACK per batch, or NULL */
+	const char *stream;
+	char	   *last;			/* the last entry id acknowledged */
+	XLogRecPtr	lsn;			/* the WAL that must be flushed first */
+	int			nbatches;
+} WbAcks;
+
+static WbAcks wb_acks;
+
+/* Adds the entries of b (committed and settled) to the acknowledgements due. */
+static void
+acks_add(WbBatch *b)
+{
+	MemoryContext old;
 	int			n = list_length(b->acks);
-	const char **argv = palloc(sizeof(char *) * (n + 3));
+	const char **argv;
 	ListCell   *lc;
 
+	if (wb_acks.cxt == NULL)
+		wb_acks.cxt = AllocSetContextCreate(TopMemoryContext, "cachesync write-back acks",
+											ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(wb_acks.cxt);
+	if (wb_acks.p == NULL)
+		wb_acks.p = cs_pipeline_create();
+	argv = palloc(sizeof(char *) * (n + 3));
 	argv[0] = "XACK";
 	argv[1] = b->wt->stream;
 	argv[2] = WB_GROUP;
 	foreach(lc, b->acks)
 		argv[3 + foreach_current_index(lc)] = lfirst(lc);
-	cs_pipeline_append_strs(p, n + 3, argv);
-	cs_pipeline_append_strs(p, 4, (const char *[]) {"XTRIM", b->wt->stream, "MINID",
-							next_id(b->last)});
+	cs_pipeline_append_strs(wb_acks.p, n + 3, argv);
+	pfree(argv);
+	wb_acks.stream = pstrdup(b->wt->stream);
+	wb_acks.last = pstrdup(b->last);
+	wb_acks.lsn = Max(wb_acks.lsn, b->lsn);
+	wb_acks.nbatches++;
+	MemoryContextSwitchTo(old);
 }
 
-/* Acknowledges the batch's entries and trims them from the stream. */
-static bool
-ack_batch(WbBatch *b)
+/* Forgets the acknowledgements due: their entries come back as pending. */
+static void
+acks_clear(void)
 {
-	CsPipeline *p = cs_pipeline_create();
+	if (wb_acks.cxt != NULL)
+		MemoryContextReset(wb_acks.cxt);
+	wb_acks.p = NULL;
+	wb_acks.last = NULL;
+	wb_acks.lsn = InvalidXLogRecPtr;
+	wb_acks.nbatches = 0;
+}
+
+/*
+ * Returns true when acknowledgements are due and may be sent: their WAL is
+ * flushed, or force (or too many batches waiting) flushed it here.
+ */
+static bool
+acks_ready(bool force)
+{
+	if (wb_acks.p == NULL)
+		return false;
+	if (GetFlushRecPtr(NULL) >= wb_acks.lsn)
+		return true;
+	if (!force && wb_acks.nbatches < WB_MAX_UNFLUSHED)
+		return false;
+	XLogFlush(wb_acks.lsn);
+	return true;
+}
+
+/*
+ * Appends the acknowledgements due to p, with an XTRIM MINID past the last
+ * entry (applied entries leave the stream), and forgets them.  Returns the
+ * number of commands appended.
+ */
+static int
+acks_append(CsPipeline *p)
+{
+	int			n = wb_acks.p->ncommands + 1;
+
+	cs_pipeline_append_pipeline(p, wb_acks.p);
+	cs_pipeline_append_strs(p, 4, (const char *[]) {"XTRIM", wb_acks.stream, "MINID",
+							next_id(wb_acks.last)});
+	acks_clear();
+	return n;
+}
+
+/* Flushes the WAL if need be and sends the acknowledgements due. */
+static bool
+acks_send(void)
+{
+	CsPipeline *p;
 	CsReply   **r;
 	const char *error;
+	int			n;
 
-	append_ack(p, b);
+	if (!acks_ready(true))
+		return true;
+	p = cs_pipeline_create();
+	n = acks_append(p);
 	if (!cs_redis_try_run(p, &r))
 		return wb_failed("acknowledging write-back entries", cs_redis_last_error()) != WB_FAILED;
-	if (!cs_replies_ok(r, p->ncommands, &error))
+	if (!cs_replies_ok(r, n, &error))
 		return wb_failed("acknowledging write-back entries", error) != WB_FAILED;
 	return true;
 }
@@ -1790,8 +1899,9 @@ ack_batch(WbBatch *b)
  * entries.  Past our own pending entries, while the stream has more (at most
  * WB_MAX_PREFETCH batches, then the other streams get their turn), Redis
  * works while Postgres applies: after batch k commits, one pipeline carries
- * the XACK and XTRIM of batch k-1 (whose settles have succeeded), the
- * settles of batch k and an XREADGROUP of the entries of batch k+2, and its
+ * the XACKs due (batch k-1 and earlier: settled, and their commits flushed,
+ * see WbAcks) and an XTRIM, the settles of batch k and an XREADGROUP of the
+ * entries of batch k+2, and its
  * replies are read only after batch k+1 is applied.  Entries read before
  * an earlier batch settled are harmless: a key written again has a newer
  * guard, which the earlier settle leaves alone.  Any failure stops with
@@ -1803,7 +1913,6 @@ process_stream(WbTable *wt, CsReply *entries)
 {
 	MemoryContext outer = CurrentMemoryContext;
 	MemoryContext cxts[4] = {NULL, NULL, NULL, NULL};
-	WbBatch    *settled = NULL; /* settled, not yet acknowledged */
 	CsReply    *ahead[2] = {entries, NULL};	/* entries read, in order */
 	int			rounds = 0;
 	bool		ok = true;
@@ -1827,7 +1936,8 @@ process_stream(WbTable *wt, CsReply *entries)
 			ok = land_flight();
 			ahead[0] = wb_read_ahead[0];
 			ahead[1] = wb_read_ahead[1];
-			settled = wb_settled;
+			if (wb_settled)
+				acks_add(wb_settled);
 			wb_read_ahead[0] = wb_read_ahead[1] = NULL;
 			wb_settled = NULL;
 			if (!ok)
@@ -1858,14 +1968,16 @@ process_stream(WbTable *wt, CsReply *entries)
 		cs_version_end_push();	/* committed, or rolled back (settle_from_rows) */
 		if (!ok)
 			break;
+		b->lsn = XactLastCommitEnd;
 		cs_stats_add(wt->relid, CS_STAT_WB_APPLIED, b->applied);
 		cs_stats_add(wt->relid, CS_STAT_WB_DEAD, b->dead);
 		if (b->last_error)
 			cs_stats_error(wt->relid, b->last_error);
 
 		/*
-		 * Committed.  Settle before acknowledging: until the entries are
-		 * acked they come back after a crash or a failed settle (read as our
+		 * Committed.  Settle before acknowledging (and flush the commit, see
+		 * WbAcks): until the entries are acked they come back after a crash
+		 * or a failed settle (read as our
 		 * pending entries), are skipped as already applied and settled again,
 		 * so the cache never keeps what cachesync_upsert merged (perhaps a
 		 * value Postgres refused) nor a guard without TTL.
@@ -1882,7 +1994,7 @@ process_stream(WbTable *wt, CsReply *entries)
 				ahead[has_entries(ahead[0]) ? 1 : 0] = wb_read_ahead[k];
 		}
 		if (wb_settled)
-			settled = wb_settled;
+			acks_add(wb_settled);
 		wb_read_ahead[0] = wb_read_ahead[1] = NULL;
 		wb_settled = NULL;
 		if (!ok)
@@ -1893,10 +2005,7 @@ process_stream(WbTable *wt, CsReply *entries)
 			break;
 		}
 		p = cs_pipeline_create();
-		wb_flight.acks = settled != NULL;
-		if (settled)
-			append_ack(p, settled);
-		settled = NULL;
+		wb_flight.nacks = acks_ready(false) ? acks_append(p) : 0;
 		wb_flight.settling = b;
 		wb_flight.nsettle = b->settle ? b->settle->ncommands : 0;
 		if (b->settle)
@@ -1924,7 +2033,8 @@ process_stream(WbTable *wt, CsReply *entries)
 	wb_flight.p = NULL;
 	wb_read_ahead[0] = wb_read_ahead[1] = NULL;
 	wb_settled = NULL;
-	ok = ok && (settled == NULL || ack_batch(settled));
+	ok = ok && acks_send();
+	acks_clear();
 	if (!ok)
 		wb_ready = false;		/* read our pending entries again */
 	return ok;

@@ -8,8 +8,9 @@
 # The 100k-row bench table is registered write_back.  The write-back worker is
 # paused (SIGSTOP) while BENCH_WB_N (200k) upsert entries {"id": k, "v": i}
 # (k random: keys repeat) are appended to its stream; then SIGCONT, and the
-# clock runs until cachesync.writeback_progress holds the last entry id,
-# polled every 20 ms: entries/s.
+# clock runs until cachesync.writeback_progress holds the last entry id and
+# no entry is pending in the group (all acknowledged, which waits for the
+# commits' WAL flush), polled every 20 ms: entries/s.
 #
 # Baseline in the same run, interleaved: writeback_consumer.py (XREADGROUP
 # COUNT 500, repeated keys collapsed in stream order, psycopg2 execute_values
@@ -46,7 +47,9 @@ run_cachesync() {
     c0=$(cpu_ticks "$pid") r0=$(cpu_ticks "$CS_REDIS_PID")
     t0=$(date +%s.%N)
     kill -CONT "$pid"
-    until [[ $(bq -c "SELECT last_id FROM cachesync.writeback_progress WHERE rel = 'bench'::regclass") == "$last" ]]; do
+    # applied, and acknowledged (the commits flushed to disk: see README)
+    until [[ $(bq -c "SELECT last_id FROM cachesync.writeback_progress WHERE rel = 'bench'::regclass") == "$last" &&
+             $(cs_redis_cli XPENDING "$STREAM" cachesync | head -1) == 0 ]]; do
         sleep 0.02
     done
     t1=$(date +%s.%N)

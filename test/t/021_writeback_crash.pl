@@ -96,6 +96,55 @@ $node->safe_psql('postgres', q{
 });
 crash_run('entry by entry');
 
+# A table without triggers: its batches commit without waiting for the WAL
+# flush, and their entries must not be acknowledged before it.  The
+# walwriter is stopped, so that the WAL of the last commits stays in
+# Postgres's buffers; then the worker is SIGKILLed, which loses those
+# commits.  Acknowledged entries are never read again: had the worker
+# acknowledged them, their rows would be missing.  (A slow CHECK paces the
+# apply without a trigger.)
+$node->safe_psql('postgres', q{
+	ALTER SYSTEM RESET cachesync.writeback_collapse;
+	SELECT pg_reload_conf();
+	CREATE FUNCTION pace(int) RETURNS boolean LANGUAGE plpgsql AS
+	  $$BEGIN PERFORM pg_sleep(0.0003); RETURN true; END$$;
+	CREATE TABLE nolose (id int PRIMARY KEY, seq int NOT NULL CHECK (pace(seq)));
+	SELECT cachesync.register('nolose', mode => 'write_back');
+});
+{
+	my $s = 'public.nolose:__writeback';
+	my $n = 8000;
+	CacheSync::WriteBack::wait_for(sub {
+		$redis->cli('HEXISTS', '__cachesync:writeback', $s) eq '1' });
+	CacheSync::WriteBack::pipe_commands($redis,
+		map { [ 'FCALL', 'cachesync_upsert', '2', "public.nolose:$_", $s, qq({"id":$_,"seq":$_}) ] }
+		  1 .. $n);
+	my $end = ($redis->cli('XREVRANGE', $s, '+', '-', 'COUNT', '1') =~ /^(\d+-\d+)/)[0];
+	ok($node->poll_query_until('postgres', 'SELECT count(*) > 500 FROM nolose'), 'no trigger: applying');
+	my $walwriter = $node->safe_psql('postgres',
+		"SELECT pid FROM pg_stat_activity WHERE backend_type = 'walwriter'");
+	kill 'STOP', $walwriter;
+	my $before = $node->safe_psql('postgres', 'SELECT count(*) FROM nolose');
+	ok($node->poll_query_until('postgres', "SELECT count(*) > $before + 1500 FROM nolose"),
+		'no trigger: applying with the walwriter stopped');
+	my $acked = $n - $redis->cli('XLEN', $s);
+	kill 'KILL', CacheSync::WriteBack::worker_pid($node);
+	# resumed only once the postmaster's SIGQUIT waits for it (it exits at
+	# once then, without writing the WAL)
+	ok(CacheSync::WriteBack::wait_for(sub {
+		my $st = PostgreSQL::Test::Utils::slurp_file("/proc/$walwriter/status");
+		my ($sig, $shd) = $st =~ /^SigPnd:\s*(\w+).*^ShdPnd:\s*(\w+)/ms;
+		(hex($sig) | hex($shd)) & 4 }), 'no trigger: the crash restart signalled the stopped walwriter');
+	kill 'CONT', $walwriter;
+	$node->poll_query_until('postgres', 'SELECT true') or die 'node did not come back';
+	note("acknowledged when killed: $acked");
+	ok(CacheSync::WriteBack::wait_applied($node, 'nolose', $end), 'no trigger: every entry applied in the end');
+	is($node->safe_psql('postgres', 'SELECT count(*), count(*) FILTER (WHERE seq = id) FROM nolose'),
+		"$n|$n", 'no trigger: no acknowledged entry was lost with the commits the crash lost');
+	ok(CacheSync::WriteBack::wait_for(sub { $redis->cli('XLEN', $s) eq '0' }), 'no trigger: the stream is trimmed');
+	is($redis->cli('XPENDING', $s, 'cachesync', '-', '+', '10'), '', 'no trigger: nothing is pending');
+}
+
 # entries at or before the stored progress are acknowledged, not applied
 # again (the worker crashed after the commit, before XACK)
 $node->safe_psql('postgres', q{
