@@ -520,6 +520,64 @@ RESET ROLE;
 SELECT sync_exists('sync_priv_wt', '1');
 
 --
+-- json values are row_to_json's, byte for byte: the types cachesync writes
+-- itself (booleans, numbers, built-in types as strings) and the ones it
+-- leaves to row_to_json (dates, arrays, domains, json), NULLs, odd numbers,
+-- escapes, a dropped column, a column name that needs escaping, and a
+-- registration of some columns only
+--
+CREATE DOMAIN sync_posint AS int CHECK (VALUE > 0);
+CREATE TABLE sync_types (id int PRIMARY KEY, gone int, b bool, i2 int2, i8 int8,
+    f4 float4, f8 float8, nu numeric, t text, vc varchar(5), bp char(3), nm name,
+    u uuid, by bytea, iv interval, tm time, mo money, ip inet, pt point, o oid,
+    ch "char", "we""ird\col" text);
+ALTER TABLE sync_types DROP COLUMN gone;
+CREATE TABLE sync_types_other (id int PRIMARY KEY, d date, ts timestamp,
+    tz timestamptz, a int[], j json, jb jsonb, dom sync_posint);
+CREATE TABLE sync_types_some (id int PRIMARY KEY, f8 float8, secret text, t text);
+CREATE TABLE sync_types_dt (id int PRIMARY KEY, d date, ts timestamp, tz timestamptz);
+SET client_min_messages = warning;
+SELECT cachesync.register('sync_types', mode => 'write_through');
+SELECT cachesync.register('sync_types_other', mode => 'write_through');
+SELECT cachesync.register('sync_types_dt', mode => 'write_through');
+SELECT cachesync.register('sync_types_some', mode => 'write_through',
+                          columns => ARRAY['id', 'f8', 't']);
+RESET client_min_messages;
+INSERT INTO sync_types VALUES
+  (1, true, -32768, 9223372036854775807, 1.5, -0.0, 1e-300, 'text', 'vc', 'b',
+   'name', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '\x00ff', '1 day 2 hours',
+   '12:34:56', 12.5, '10.0.0.1/8', '(1,2)', 42, 'x', 'w'),
+  (2, false, 0, 0, 'NaN', 'Infinity', 'NaN', E'quote" back\\ nl\n tab\t bell\x07 é ☃',
+   '', '', '', NULL, '', '-1 year', NULL, NULL, NULL, NULL, 0, NULL, NULL),
+  (3, NULL, NULL, NULL, '-Infinity', 'NaN', '-Infinity', NULL, NULL, NULL, NULL,
+   NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+  (4, true, 1, -1, 3.4e38, 1.7976931348623157e308, 123456789012345678901234567890.123456789,
+   repeat('long ', 300), 'abcde', 'abc', 'n', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+   '"', NULL);
+INSERT INTO sync_types_other VALUES
+  (1, '2024-02-29', '2024-02-29 12:34:56.789', '2024-02-29 12:34:56+02', '{1,NULL,3}',
+   '{"a": [1, 2]}', '{"b": null}', 7),
+  (2, 'infinity', '-infinity', NULL, '{}', 'null', '"s"', NULL);
+INSERT INTO sync_types_some VALUES (1, 2.5, 'hidden', 'shown'), (2, NULL, NULL, NULL);
+INSERT INTO sync_types_dt VALUES
+  (1, '2024-02-29', '2024-02-29 12:34:56.789012', '2024-02-29 12:34:56.5+05:30'),
+  (2, 'infinity', '-infinity', 'infinity'),
+  (3, '0044-03-15 BC', '0044-03-15 12:00 BC', '1900-01-01 00:00:00+00'),
+  (4, NULL, NULL, NULL);
+SELECT id, sync_get('sync_types', id::text) = row_to_json(r)::text AS same
+  FROM sync_types r ORDER BY id;
+SELECT sync_get('sync_types', '2');
+SELECT id, sync_get('sync_types_other', id::text) = row_to_json(r)::text AS same
+  FROM sync_types_other r ORDER BY id;
+SELECT id, sync_get('sync_types_dt', id::text) = row_to_json(r)::text AS same
+  FROM sync_types_dt r ORDER BY id;
+SELECT sync_get('sync_types_dt', '1');
+SELECT id, sync_get('sync_types_some', id::text) =
+       (SELECT row_to_json(x)::text FROM (SELECT r.id, r.f8, r.t) x) AS same
+  FROM sync_types_some r ORDER BY id;
+SELECT sync_get('sync_types_some', '1');
+
+--
 -- clean up: every key under these tables' prefixes goes with purge
 --
 SET client_min_messages = warning;
@@ -533,7 +591,9 @@ SELECT count(*) >= 0 AS tidied FROM sync_keys('__cachesync:v:public.sync_*') k,
        LATERAL cachesync.redis_command('DEL', k);
 DROP TABLE sync_wt, sync_wth, sync_ttl, sync_ttlh, sync_wa, sync_wah, sync_as, sync_ash,
     sync_comp, sync_cols, sync_colsh, sync_def, sync_tr, sync_big, sync_2pc,
-    sync_priv_wt, sync_priv_as, sync_part;
+    sync_priv_wt, sync_priv_as, sync_part, sync_types, sync_types_other, sync_types_some,
+    sync_types_dt;
+DROP DOMAIN sync_posint;
 DROP ROLE regress_sync_writer;
 DROP FUNCTION sync_keys(text), sync_get(regclass, text[]), sync_hget(regclass, text[]),
     sync_exists(regclass, text[]), sync_pttl(text), sync_queue(regclass);

@@ -8,10 +8,15 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/transam.h"
+#include "catalog/pg_type.h"
+#include "common/jsonapi.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
+#include "utils/datetime.h"
 #include "utils/datum.h"
 #include "utils/fmgrprotos.h"
+#include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -21,6 +26,21 @@
 #include "keys.h"
 #include "rowformat.h"
 
+/*
+ * How row_to_json writes a column's value (json.c's json_categorize_type),
+ * for the types whose JSON row_json writes itself.
+ */
+typedef enum CsJsonKind
+{
+	CS_JSON_OTHER,				/* anything else: row_to_json writes the row */
+	CS_JSON_BOOL,				/* true or false */
+	CS_JSON_NUMBER,				/* the text output, bare if a valid JSON number */
+	CS_JSON_STRING,				/* the text output as a JSON string */
+	CS_JSON_DATE,				/* JsonEncodeDateTime of a date */
+	CS_JSON_TIMESTAMP,			/* ... of a timestamp */
+	CS_JSON_TIMESTAMPTZ			/* ... of a timestamptz */
+} CsJsonKind;
+
 /* What formatting a table's rows needs, built once per registry load. */
 typedef struct CsRowFormat
 {
@@ -28,7 +48,50 @@ typedef struct CsRowFormat
 	FmgrInfo   *out;			/* output function per attribute, by attnum - 1 */
 	bool	   *cached;			/* whether each attribute is cached */
 	TupleDesc	json_desc;		/* blessed desc of the cached columns, or NULL for all */
+	bool		json_direct;	/* every cached column's kind is not CS_JSON_OTHER */
+	CsJsonKind *json_kind;		/* per attribute */
+	char	  **json_name;		/* per cached attribute: its name as a JSON string */
 } CsRowFormat;
+
+/*
+ * Returns how row_to_json writes a value of type typid, if it is one whose
+ * JSON row_json writes itself: a built-in base type that json.c writes as a
+ * boolean, a number, a date or timestamp in ISO 8601, or its text output as
+ * a string (not an array, a composite, json or jsonb, nor a type with a
+ * cast to json, which only a type that is not built-in may have).
+ */
+static CsJsonKind
+json_kind(Oid typid)
+{
+	switch (typid)
+	{
+		case BOOLOID:
+			return CS_JSON_BOOL;
+		case INT2OID:
+		case INT4OID:
+		case INT8OID:
+		case FLOAT4OID:
+		case FLOAT8OID:
+		case NUMERICOID:
+			return CS_JSON_NUMBER;
+		case DATEOID:
+			return CS_JSON_DATE;
+		case TIMESTAMPOID:
+			return CS_JSON_TIMESTAMP;
+		case TIMESTAMPTZOID:
+			return CS_JSON_TIMESTAMPTZ;
+		case JSONOID:
+		case JSONBOID:
+			return CS_JSON_OTHER;
+		default:
+			break;
+	}
+	if (typid >= FirstNormalObjectId || get_typtype(typid) != TYPTYPE_BASE ||
+		OidIsValid(get_element_type(typid)) || type_is_rowtype(typid) ||
+		typid == ANYARRAYOID || typid == ANYCOMPATIBLEARRAYOID || typid == RECORDARRAYOID)
+		return CS_JSON_OTHER;
+	return CS_JSON_STRING;
+}
 
 /* Returns the row format of t, building it on first use. */
 static CsRowFormat *
@@ -46,6 +109,8 @@ row_format(CsTable *t, TupleDesc desc)
 	f->natts = desc->natts;
 	f->out = palloc0(sizeof(FmgrInfo) * Max(desc->natts, 1));
 	f->cached = palloc0(sizeof(bool) * Max(desc->natts, 1));
+	f->json_kind = palloc0(sizeof(CsJsonKind) * Max(desc->natts, 1));
+	f->json_name = palloc0(sizeof(char *) * Max(desc->natts, 1));
 	for (int i = 0; i < desc->natts; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
@@ -60,6 +125,20 @@ row_format(CsTable *t, TupleDesc desc)
 	}
 	for (int c = 0; c < t->ncolumns; c++)
 		f->cached[t->column_attnums[c] - 1] = true;
+	f->json_direct = true;
+	for (int i = 0; i < desc->natts; i++)
+	{
+		StringInfoData name;
+
+		if (!f->cached[i])
+			continue;
+		f->json_kind[i] = json_kind(TupleDescAttr(desc, i)->atttypid);
+		f->json_direct = f->json_direct && f->json_kind[i] != CS_JSON_OTHER;
+		initStringInfo(&name);
+		escape_json(&name, NameStr(TupleDescAttr(desc, i)->attname));
+		appendStringInfoChar(&name, ':');
+		f->json_name[i] = name.data;
+	}
 	if (!t->all_columns)
 	{
 		f->json_desc = CreateTemplateTupleDesc(t->ncolumns);
@@ -107,12 +186,79 @@ cs_row_key(CsTable *t, HeapTuple tuple, TupleDesc desc)
 	return buf.data;
 }
 
-/* Returns row_to_json of the cached columns. */
+/*
+ * Returns row_to_json of the cached columns: written here, byte for byte as
+ * json.c's composite_to_json does, when every cached column's type is one
+ * json_kind knows (regress: rowformat); otherwise by row_to_json.
+ */
 static text *
 row_json(CsTable *t, CsRowFormat *f, HeapTuple tuple, TupleDesc desc)
 {
 	Datum		row;
 
+	if (f->json_direct)
+	{
+		StringInfoData buf;
+		bool		sep = false;
+
+		initStringInfo(&buf);
+		appendStringInfoSpaces(&buf, VARHDRSZ);
+		appendStringInfoChar(&buf, '{');
+		for (int i = 0; i < desc->natts; i++)
+		{
+			bool		isnull;
+			Datum		d;
+			char	   *s;
+
+			if (!f->cached[i])
+				continue;
+			if (sep)
+				appendStringInfoChar(&buf, ',');
+			sep = true;
+			appendStringInfoString(&buf, f->json_name[i]);
+			d = heap_getattr(tuple, i + 1, desc, &isnull);
+			if (isnull)
+			{
+				appendStringInfoString(&buf, "null");
+				continue;
+			}
+			switch (f->json_kind[i])
+			{
+				case CS_JSON_BOOL:
+					appendStringInfoString(&buf, DatumGetBool(d) ? "true" : "false");
+					break;
+				case CS_JSON_NUMBER:
+					s = OutputFunctionCall(&f->out[i], d);
+					if (IsValidJsonNumber(s, strlen(s)))
+						appendStringInfoString(&buf, s);
+					else
+						escape_json(&buf, s);
+					pfree(s);
+					break;
+				case CS_JSON_DATE:
+				case CS_JSON_TIMESTAMP:
+				case CS_JSON_TIMESTAMPTZ:
+					{
+						char		dt[MAXDATELEN + 1];
+
+						JsonEncodeDateTime(dt, d,
+										   f->json_kind[i] == CS_JSON_DATE ? DATEOID :
+										   f->json_kind[i] == CS_JSON_TIMESTAMP ? TIMESTAMPOID :
+										   TIMESTAMPTZOID, NULL);
+						appendStringInfo(&buf, "\"%s\"", dt);
+					}
+					break;
+				default:
+					s = OutputFunctionCall(&f->out[i], d);
+					escape_json(&buf, s);
+					pfree(s);
+					break;
+			}
+		}
+		appendStringInfoChar(&buf, '}');
+		SET_VARSIZE(buf.data, buf.len);
+		return (text *) buf.data;
+	}
 	if (f->json_desc == NULL)
 		row = heap_copy_tuple_as_datum(tuple, desc);
 	else

@@ -1633,6 +1633,17 @@ apply_batch(void *arg)
 	if (SPI_execute("SET CONSTRAINTS ALL IMMEDIATE", false, 0) < 0)
 		elog(ERROR, "could not set constraints immediate");
 	b->triggers = table_triggers(relid);
+
+	/*
+	 * Only cachesync's own triggers, and no change stream: their row events
+	 * would all be skipped (the worker settles the keys itself), so they
+	 * need not fire at all.  session_replication_role = replica fires only
+	 * ENABLE ALWAYS and ENABLE REPLICA triggers; cachesync's are neither,
+	 * and table_triggers found no other (RI triggers included) on the table.
+	 */
+	if (b->triggers == WB_TRIGGERS_NONE && !wb_lookup(relid)->changes)
+		(void) set_config_option("session_replication_role", "replica", PGC_SUSET,
+								 PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0, false);
 	dlq = cs_pipeline_create();
 	start = read_progress(relid);
 	for (size_t i = 0; i < b->entries->nelem; i++)

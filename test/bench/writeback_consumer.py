@@ -5,12 +5,19 @@
     writeback_consumer.py drain  REDIS_PORT STREAM N DSN TABLE
         # XREADGROUP COUNT 500, collapse repeated keys in stream order,
         # execute_values upsert, commit, XACK; prints entries/s
+    writeback_consumer.py wait   REDIS_PORT STREAM N DSN TABLE PID LAST_ID
+        # SIGCONT the (stopped) write-back worker PID and time it until
+        # cachesync.writeback_progress holds LAST_ID for TABLE and nothing
+        # is pending in the stream's group (polled every 20 ms over one
+        # connection each, so that the polling costs little); prints entries/s
 
 Entries are op=upsert, data={"id": k, "v": i} with k random in 1..ROWS (so
 keys repeat), the same shape the cachesync worker reads.
 """
 import json
+import os
 import random
+import signal
 import sys
 import time
 
@@ -64,9 +71,30 @@ def drain(port, stream, n, dsn, table):
     print(f"{n / dt:.0f}")
 
 
+def wait(port, stream, n, dsn, table, pid, last):
+    r = redis.Redis(port=port)
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    cur = conn.cursor()
+    t0 = time.monotonic()
+    os.kill(pid, signal.SIGCONT)
+    while True:
+        cur.execute("SELECT last_id FROM cachesync.writeback_progress "
+                    "WHERE rel = %s::regclass", (table,))
+        row = cur.fetchone()
+        if row and row[0] == last and r.xpending(stream, "cachesync")["pending"] == 0:
+            break
+        time.sleep(0.02)
+    dt = time.monotonic() - t0
+    print(f"{n / dt:.0f}")
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "queue":
         queue(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))
+    elif cmd == "wait":
+        wait(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6],
+             int(sys.argv[7]), sys.argv[8])
     else:
         drain(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]), sys.argv[5], sys.argv[6])

@@ -7,10 +7,11 @@
 #
 # The 100k-row bench table is registered write_back.  The write-back worker is
 # paused (SIGSTOP) while BENCH_WB_N (200k) upsert entries {"id": k, "v": i}
-# (k random: keys repeat) are appended to its stream; then SIGCONT, and the
-# clock runs until cachesync.writeback_progress holds the last entry id and
-# no entry is pending in the group (all acknowledged, which waits for the
-# commits' WAL flush), polled every 20 ms: entries/s.
+# (k random: keys repeat) are appended to its stream; then
+# writeback_consumer.py wait sends SIGCONT and runs the clock until
+# cachesync.writeback_progress holds the last entry id and no entry is
+# pending in the group (all acknowledged, which waits for the commits' WAL
+# flush), polled every 20 ms over one connection each: entries/s.
 #
 # Baseline in the same run, interleaved: writeback_consumer.py (XREADGROUP
 # COUNT 500, repeated keys collapsed in stream order, psycopg2 execute_values
@@ -39,23 +40,18 @@ per_entry() { awk -v n="$N" -v c="$1" -v hz="$(getconf CLK_TCK)" 'BEGIN {printf 
 
 # cachesync: entries/s of one run (logs the worker's CPU per entry)
 run_cachesync() {
-    local pid last t0 t1 c0 c1 r0 r1
+    local pid last rate c0 c1 r0 r1
     pid=$(wb_pid)
     kill -STOP "$pid"
     "$BENCH_PY" "$PY" queue "$CS_REDIS_PORT" "$STREAM" "$N" "$BENCH_ROWS"
     last=$(cs_redis_cli XREVRANGE "$STREAM" + - COUNT 1 | head -1)
     c0=$(cpu_ticks "$pid") r0=$(cpu_ticks "$CS_REDIS_PID")
-    t0=$(date +%s.%N)
-    kill -CONT "$pid"
-    # applied, and acknowledged (the commits flushed to disk: see README)
-    until [[ $(bq -c "SELECT last_id FROM cachesync.writeback_progress WHERE rel = 'bench'::regclass") == "$last" &&
-             $(cs_redis_cli XPENDING "$STREAM" cachesync | head -1) == 0 ]]; do
-        sleep 0.02
-    done
-    t1=$(date +%s.%N)
+    # SIGCONT, then timed until applied and acknowledged (the commits flushed
+    # to disk: see README)
+    rate=$("$BENCH_PY" "$PY" wait "$CS_REDIS_PORT" "$STREAM" "$N" "$(bench_dsn)" bench "$pid" "$last")
     c1=$(cpu_ticks "$pid") r1=$(cpu_ticks "$CS_REDIS_PID")
     bench_log "  CPU per entry: worker $(per_entry $((c1 - c0))) us, redis-server $(per_entry $((r1 - r0))) us"
-    awk -v n="$N" -v a="$t0" -v b="$t1" 'BEGIN {printf "%.0f", n / (b - a)}'
+    echo "$rate"
 }
 
 run_python() {
@@ -66,8 +62,14 @@ run_python() {
 }
 
 CS=() PYR=()
+# Every run starts from the same state: the earlier runs' dead rows vacuumed
+# (no autovacuum or autoanalyze due in the run), right after a checkpoint
+# (every run writes its pages' full-page images).  BENCH_VACUUM=0: not.
+fresh() { [[ ${BENCH_VACUUM:-1} == 0 ]] || bq -c "VACUUM ANALYZE $1" -c "CHECKPOINT"; }
 for rep in $(seq "$REPS"); do
+    fresh bench
     r=$(run_cachesync); CS+=("$r"); bench_log "rep $rep: cachesync $r entries/s"
+    fresh bench_py
     r=$(run_python); PYR+=("$r"); bench_log "rep $rep: python consumer $r entries/s"
 done
 check=$(bq -c "SELECT count(*) FROM bench b JOIN bench_py p USING (id) WHERE b.v IS DISTINCT FROM p.v")
