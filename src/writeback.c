@@ -96,6 +96,7 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/numeric.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -983,12 +984,155 @@ typedef struct WbGroup
  * could still refuse what it accepted: the caller's subtransaction catches
  * that).
  */
+/*
+ * Returns the number of the column of desc named name (len bytes, not
+ * NUL-terminated), or InvalidAttrNumber when there is none (dropped and
+ * system columns included): get_attnum without a catalog lookup per entry.
+ */
+static AttrNumber
+desc_attnum(TupleDesc desc, const char *name, int len)
+{
+	if (len <= 0 || len >= NAMEDATALEN)
+		return InvalidAttrNumber;
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		const char *n = NameStr(att->attname);
+
+		if (n[0] == name[0] && strncmp(n, name, len) == 0 && n[len] == '\0' &&
+			!att->attisdropped)
+			return att->attnum;
+	}
+	return InvalidAttrNumber;
+}
+
+/*
+ * Parsing an entry's data into a Jsonb in one pass: jsonb_in's semantic
+ * actions (jsonb.c), except that a malformed text returns NULL (parse_data)
+ * instead of throwing.
+ */
+typedef struct WbJsonb
+{
+	JsonbParseState *st;
+	JsonbValue *res;
+} WbJsonb;
+
+static void
+wbj_object_start(void *s)
+{
+	((WbJsonb *) s)->res = pushJsonbValue(&((WbJsonb *) s)->st, WJB_BEGIN_OBJECT, NULL);
+}
+
+static void
+wbj_object_end(void *s)
+{
+	((WbJsonb *) s)->res = pushJsonbValue(&((WbJsonb *) s)->st, WJB_END_OBJECT, NULL);
+}
+
+static void
+wbj_array_start(void *s)
+{
+	((WbJsonb *) s)->res = pushJsonbValue(&((WbJsonb *) s)->st, WJB_BEGIN_ARRAY, NULL);
+}
+
+static void
+wbj_array_end(void *s)
+{
+	((WbJsonb *) s)->res = pushJsonbValue(&((WbJsonb *) s)->st, WJB_END_ARRAY, NULL);
+}
+
+/* a string's length as a JsonbValue may hold it (jsonb.c's checkStringLen) */
+static int
+wbj_len(size_t len)
+{
+	if (len > JENTRY_OFFLENMASK)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("string too long to represent as jsonb string"),
+				 errdetail("Due to an implementation restriction, jsonb strings cannot exceed %d bytes.",
+						   JENTRY_OFFLENMASK)));
+	return (int) len;
+}
+
+static void
+wbj_field_start(void *s, char *fname, bool isnull)
+{
+	JsonbValue	v;
+
+	v.type = jbvString;
+	v.val.string.len = wbj_len(strlen(fname));
+	v.val.string.val = fname;
+	((WbJsonb *) s)->res = pushJsonbValue(&((WbJsonb *) s)->st, WJB_KEY, &v);
+}
+
+/* a scalar inside the object (parse_data refuses anything but an object) */
+static void
+wbj_scalar(void *s, char *token, JsonTokenType type)
+{
+	WbJsonb    *j = s;
+	JsonbValue	v;
+
+	switch (type)
+	{
+		case JSON_TOKEN_STRING:
+			v.type = jbvString;
+			v.val.string.len = wbj_len(strlen(token));
+			v.val.string.val = token;
+			break;
+		case JSON_TOKEN_NUMBER:
+			v.type = jbvNumeric;
+			v.val.numeric = DatumGetNumeric(DirectFunctionCall3(numeric_in, CStringGetDatum(token),
+																ObjectIdGetDatum(InvalidOid),
+																Int32GetDatum(-1)));
+			break;
+		case JSON_TOKEN_TRUE:
+		case JSON_TOKEN_FALSE:
+			v.type = jbvBool;
+			v.val.boolean = (type == JSON_TOKEN_TRUE);
+			break;
+		case JSON_TOKEN_NULL:
+			v.type = jbvNull;
+			break;
+		default:
+			elog(ERROR, "invalid json token type");
+	}
+	if (j->st == NULL)
+		elog(ERROR, "unexpected scalar write-back data");
+	j->res = pushJsonbValue(&j->st, j->st->contVal.type == jbvArray ? WJB_ELEM : WJB_VALUE, &v);
+}
+
+/* Returns data (a JSON object) as a Jsonb, or NULL when it is not one. */
+static Jsonb *
+parse_data(const char *data)
+{
+	size_t		len = strlen(data);
+	JsonLexContext *lex;
+	JsonSemAction sem = {0};
+	WbJsonb		j = {NULL, NULL};
+	size_t		i = 0;
+
+	while (i < len && (data[i] == ' ' || data[i] == '\t' || data[i] == '\n' || data[i] == '\r'))
+		i++;
+	if (i == len || data[i] != '{')
+		return NULL;
+	lex = makeJsonLexContextCstringLen((char *) data, len, GetDatabaseEncoding(), true);
+	sem.semstate = &j;
+	sem.object_start = wbj_object_start;
+	sem.object_end = wbj_object_end;
+	sem.array_start = wbj_array_start;
+	sem.array_end = wbj_array_end;
+	sem.object_field_start = wbj_field_start;
+	sem.scalar = wbj_scalar;
+	if (pg_parse_json(lex, &sem) != JSON_SUCCESS || j.res == NULL)
+		return NULL;
+	return JsonbValueToJsonb(j.res);
+}
+
 static bool
-entry_precheck(CsTable *t, WbEntry *e)
+entry_precheck(CsTable *t, TupleDesc desc, WbEntry *e)
 {
 	const char *op = entry_field(e->fields, "op");
 	const char *data = entry_field(e->fields, "data");
-	JsonLexContext *lex;
 	JsonbIterator *it;
 	JsonbValue	v;
 	JsonbIteratorToken tok;
@@ -1000,12 +1144,7 @@ entry_precheck(CsTable *t, WbEntry *e)
 	e->upsert = strcmp(op, "upsert") == 0;
 	if (!e->upsert && strcmp(op, "delete") != 0)
 		return false;
-	lex = makeJsonLexContextCstringLen((char *) data, strlen(data),
-									   GetDatabaseEncoding(), true);
-	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
-		return false;
-	jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(data)));
-	if (!JB_ROOT_IS_OBJECT(jb))
+	if ((jb = parse_data(data)) == NULL || !JB_ROOT_IS_OBJECT(jb))
 		return false;
 	it = JsonbIteratorInit(&jb->root);
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
@@ -1014,7 +1153,7 @@ entry_precheck(CsTable *t, WbEntry *e)
 
 		if (tok != WJB_KEY)
 			continue;
-		att = get_attnum(t->relid, pnstrdup(v.val.string.val, v.val.string.len));
+		att = desc_attnum(desc, v.val.string.val, v.val.string.len);
 		if (att <= 0 || !cs_column_is_cached(t, att))
 			return false;
 		if (is_key(t, att))
@@ -1046,18 +1185,117 @@ end_array(JsonbParseState **st)
 }
 
 /*
- * Reads the data of every entry that passed its checks as rows of t, in one
- * statement, and sets their row keys; an entry with a null key value, or
- * whose key field names another row, fails its checks (data = NULL).
- * Throws when a column's type refuses a value.
+ * Returns the text a key column's type reads from the JSON value v, as
+ * jsonb_populate_record gives it (populate_scalar): a string without its
+ * quotes, a number's or a boolean's text, anything else as JSON.
+ */
+static char *
+jsonb_scalar_text(JsonbValue *v)
+{
+	switch (v->type)
+	{
+		case jbvString:
+			return pnstrdup(v->val.string.val, v->val.string.len);
+		case jbvBool:
+			return pstrdup(v->val.boolean ? "true" : "false");
+		case jbvNumeric:
+			return DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(v->val.numeric)));
+		case jbvBinary:
+			return JsonbToCString(NULL, v->val.binary.data, v->val.binary.len);
+		default:
+			elog(ERROR, "unexpected jsonb value type %d", (int) v->type);
+	}
+	return NULL;					/* keep compiler quiet */
+}
+
+/*
+ * Returns true when every key column of t has a plain base type (no domain,
+ * array, composite, json or jsonb): jsonb_populate_record reads its value
+ * from the JSON with the type's input function alone, so entry_keys can too.
+ */
+static bool
+keys_are_plain(CsTable *t)
+{
+	for (int k = 0; k < t->nkeys; k++)
+	{
+		Oid			typ = t->key_types[k];
+
+		if (get_typtype(typ) != TYPTYPE_BASE || OidIsValid(get_element_type(typ)) ||
+			typ == JSONOID || typ == JSONBOID)
+			return false;
+	}
+	return true;
+}
+
+/*
+ * Sets each entry's row key from its data, as the table stores the key
+ * columns (their input function, with the column's typmod, then output):
+ * read here for plain key types (keys_are_plain), else through
+ * jsonb_populate_recordset.  An entry with a missing or null key column,
+ * or whose given key differs, gets data = NULL.  A value its type refuses
+ * throws (the batch then goes entry by entry).
  */
 static void
-entry_keys(CsTable *t, const char *rel, WbEntry *es, int n)
+entry_keys(CsTable *t, TupleDesc desc, const char *rel, WbEntry *es, int n)
 {
 	JsonbParseState *st = NULL;
-	Relation	r;
 	uint64		row = 0;
 	int			m = 0;
+
+	if (keys_are_plain(t))
+	{
+		FmgrInfo   *in = palloc(sizeof(FmgrInfo) * t->nkeys);
+		FmgrInfo   *out = palloc(sizeof(FmgrInfo) * t->nkeys);
+		Oid		   *ioparam = palloc(sizeof(Oid) * t->nkeys);
+		char	  **names = palloc(sizeof(char *) * t->nkeys);
+
+		for (int k = 0; k < t->nkeys; k++)
+		{
+			Oid			func;
+			bool		varlena;
+
+			getTypeInputInfo(t->key_types[k], &func, &ioparam[k]);
+			fmgr_info(func, &in[k]);
+			getTypeOutputInfo(t->key_types[k], &func, &varlena);
+			fmgr_info(func, &out[k]);
+			names[k] = NameStr(TupleDescAttr(desc, t->key_attnums[k] - 1)->attname);
+		}
+		for (int i = 0; i < n; i++)
+		{
+			StringInfoData key;
+			const char *given;
+
+			if (es[i].data == NULL)
+				continue;
+			initStringInfo(&key);
+			cs_key_start(&key, t);
+			for (int k = 0; k < t->nkeys; k++)
+			{
+				JsonbValue *v = getKeyJsonValueFromContainer(&es[i].data->root, names[k],
+															 strlen(names[k]), NULL);
+				char	   *text;
+
+				if (v == NULL || v->type == jbvNull)
+				{
+					es[i].data = NULL;
+					break;
+				}
+				text = OutputFunctionCall(&out[k],
+										  InputFunctionCall(&in[k], jsonb_scalar_text(v),
+															ioparam[k], t->key_typmods[k]));
+				if (k > 0)
+					appendStringInfoChar(&key, ':');
+				cs_key_append_part(&key, text, strlen(text));
+			}
+			if (es[i].data == NULL)
+				continue;
+			es[i].key = key.data;
+			given = entry_field(es[i].fields, "key");
+			if (given != NULL && strcmp(given, es[i].key) != 0)
+				es[i].data = NULL;
+		}
+		return;
+	}
 
 	(void) pushJsonbValue(&st, WJB_BEGIN_ARRAY, NULL);
 	for (int i = 0; i < n; i++)
@@ -1073,7 +1311,6 @@ entry_keys(CsTable *t, const char *rel, WbEntry *es, int n)
 	if (run_jsonb(psprintf("SELECT pg_catalog.jsonb_populate_recordset(NULL::%s, $1)", rel),
 				  end_array(&st), true, 0) != SPI_OK_SELECT || SPI_processed != m)
 		elog(ERROR, "could not read write-back data");
-	r = relation_open(t->relid, AccessShareLock);
 	for (int i = 0; i < n; i++)
 	{
 		HeapTupleData tuple;
@@ -1087,17 +1324,16 @@ entry_keys(CsTable *t, const char *rel, WbEntry *es, int n)
 					 t->relid);
 		for (int k = 0; k < t->nkeys && es[i].data; k++)
 		{
-			if (heap_attisnull(&tuple, t->key_attnums[k], RelationGetDescr(r)))
+			if (heap_attisnull(&tuple, t->key_attnums[k], desc))
 				es[i].data = NULL;
 		}
 		if (es[i].data == NULL)
 			continue;
-		es[i].key = cs_row_key(t, &tuple, RelationGetDescr(r));
+		es[i].key = cs_row_key(t, &tuple, desc);
 		given = entry_field(es[i].fields, "key");
 		if (given != NULL && strcmp(given, es[i].key) != 0)
 			es[i].data = NULL;
 	}
-	relation_close(r, AccessShareLock);
 	SPI_freetuptable(SPI_tuptable);
 }
 
@@ -1147,7 +1383,7 @@ fold_entries(WbEntry *es, int n)
 
 /* Returns the group of folded rows with data's columns, added if new. */
 static List *
-group_of(CsTable *t, List *groups, Jsonb *data, WbGroup **gp)
+group_of(TupleDesc desc, List *groups, Jsonb *data, WbGroup **gp)
 {
 	JsonbIterator *it = JsonbIteratorInit(&data->root);
 	JsonbValue	v;
@@ -1164,7 +1400,7 @@ group_of(CsTable *t, List *groups, Jsonb *data, WbGroup **gp)
 
 		if (tok != WJB_KEY)
 			continue;
-		att = get_attnum(t->relid, pnstrdup(v.val.string.val, v.val.string.len));
+		att = desc_attnum(desc, v.val.string.val, v.val.string.len);
 		appendStringInfo(&sig, "%d,", att);
 		cols = lappend_int(cols, att);
 	}
@@ -1194,7 +1430,7 @@ group_of(CsTable *t, List *groups, Jsonb *data, WbGroup **gp)
  * into cxt: (*rows)[0 .. *ndeleted - 1] deleted, then up to *nrows stored.
  */
 static void
-apply_folds(CsTable *t, const char *rel, List *folds, Datum **rows, int *nrows,
+apply_folds(CsTable *t, TupleDesc desc, const char *rel, List *folds, Datum **rows, int *nrows,
 			int *ndeleted, MemoryContext cxt)
 {
 	JsonbParseState *deletes = NULL;
@@ -1218,7 +1454,7 @@ apply_folds(CsTable *t, const char *rel, List *folds, Datum **rows, int *nrows,
 		}
 		if (f->data)
 		{
-			groups = group_of(t, groups, f->data, &g);
+			groups = group_of(desc, groups, f->data, &g);
 			push_object(&g->rows, f->data);
 		}
 	}
@@ -1368,6 +1604,8 @@ apply_collapsed(WbBatch *b, Oid relid, WbEntry *es, int n)
 		CsAsOwner	save;
 		CsTable    *t = wb_lookup_or_throw(relid);
 		char	   *rel = rel_name(relid);
+		Relation	r = relation_open(relid, AccessShareLock);
+		TupleDesc	desc = RelationGetDescr(r);
 		List	   *folds;
 		bool		returning;
 		int			nrows = 0;
@@ -1377,10 +1615,10 @@ apply_collapsed(WbBatch *b, Oid relid, WbEntry *es, int n)
 		for (int i = 0; i < n; i++)
 		{
 			CHECK_FOR_INTERRUPTS();
-			if (!entry_precheck(t, &es[i]))
+			if (!entry_precheck(t, desc, &es[i]))
 				es[i].data = NULL;
 		}
-		entry_keys(t, rel, es, n);
+		entry_keys(t, desc, rel, es, n);
 		/* the exact error of each bad entry, as the per-entry path gives it */
 		for (int i = 0; i < n; i++)
 		{
@@ -1396,7 +1634,7 @@ apply_collapsed(WbBatch *b, Oid relid, WbEntry *es, int n)
 		returning = b->triggers != WB_TRIGGERS_OTHER;
 		t = wb_lookup_or_throw(relid);
 		cs_capture_skip_relid = relid;
-		apply_folds(t, rel, folds, returning ? (Datum **) &rows : NULL, &nrows, &ndeleted, cxt);
+		apply_folds(t, desc, rel, folds, returning ? (Datum **) &rows : NULL, &nrows, &ndeleted, cxt);
 		cs_capture_skip_relid = InvalidOid;
 		if (returning)
 		{
@@ -1421,6 +1659,7 @@ apply_collapsed(WbBatch *b, Oid relid, WbEntry *es, int n)
 			rows += ndeleted;
 			nrows_out = nrows - ndeleted;
 		}
+		relation_close(r, NoLock);
 		wb_stop_being_owner(&save);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(old);
