@@ -68,6 +68,7 @@
 #include "access/htup_details.h"
 #include "access/relation.h"
 #include "access/genam.h"
+#include "access/transam.h"
 #include "access/xact.h"
 #include "access/xlog.h"
 #include "catalog/namespace.h"
@@ -80,6 +81,7 @@
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "nodes/nodeFuncs.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
@@ -396,6 +398,7 @@ typedef struct WbBatch
 	List	   *rest;			/* the other keys (settle_rest) */
 	List	   *unguarded;		/* rows' keys no entry names (a trigger's) */
 	WbTriggers	triggers;		/* of the table, for this batch */
+	bool		alone;			/* writes nothing but the table (table_triggers) */
 	XLogRecPtr	lsn;			/* the end of its commit record */
 } WbBatch;
 
@@ -1504,29 +1507,85 @@ apply_folds(CsTable *t, TupleDesc desc, const char *rel, List *folds, Datum **ro
 	}
 }
 
+/* check_functions_in_node callback: true for a function not built in */
+static bool
+user_function(Oid func, void *context)
+{
+	return func >= FirstNormalObjectId;
+}
+
+/* Returns true when the expression calls a function that is not built in. */
+static bool
+calls_user_function(Node *node, void *context)
+{
+	if (node == NULL)
+		return false;
+	if (check_functions_in_node(node, user_function, context))
+		return true;
+	return expression_tree_walker(node, calls_user_function, context);
+}
+
+/*
+ * Returns true when writing rel's rows can write nothing else, besides
+ * its triggers: no inheritance children (a DELETE reaches theirs), no
+ * row-level security, no column of a domain type, and nothing but built-in
+ * functions in its defaults, generated columns and check constraints (a
+ * user function there may write other tables).
+ */
+static bool
+writes_only_itself(Relation rel)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	TupleConstr *c = desc->constr;
+
+	if (rel->rd_rel->relhassubclass || rel->rd_rel->relrowsecurity)
+		return false;
+	for (int i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (!att->attisdropped && get_typtype(att->atttypid) == TYPTYPE_DOMAIN)
+			return false;
+	}
+	for (int i = 0; c != NULL && i < c->num_defval; i++)
+	{
+		if (calls_user_function(stringToNode(c->defval[i].adbin), NULL))
+			return false;
+	}
+	for (int i = 0; c != NULL && i < c->num_check; i++)
+	{
+		if (calls_user_function(stringToNode(c->check[i].ccbin), NULL))
+			return false;
+	}
+	return true;
+}
+
 /*
  * Classifies relid's triggers and rules for a batch (WbBatch.triggers),
  * under RowExclusiveLock, the upserts' own, held to the end of the
  * transaction: no trigger or rule can be added (ShareRowExclusiveLock)
- * before the commit.  Only a plain table (not partitioned: a partition's
- * own triggers would not show here) without rules counts as:
- * - WB_TRIGGERS_NONE: no trigger besides cachesync's own.  Applying its
- *   entries writes nothing else (no cascade, no trigger), so nothing else
- *   uses Redis before the commit (process_stream's pipeline in flight can
- *   wait);
+ * before the commit.  Only a plain table (not partitioned, no inheritance
+ * children: their own triggers would not show here) without rules counts
+ * as:
+ * - WB_TRIGGERS_NONE: no trigger besides cachesync's own.  With *alone
+ *   (writes_only_itself), applying its entries writes nothing else (no
+ *   cascade, no trigger, no function), so nothing else uses Redis before
+ *   the commit (process_stream's pipeline in flight can wait), and the
+ *   batch need not wait for its commit's flush (WbAcks);
  * - WB_TRIGGERS_BEFORE_ROW: BEFORE ROW triggers too.  The rows its upserts
  *   return are the rows as the batch leaves them (a BEFORE ROW trigger's
  *   changes are in them), so the settle can take them instead of reading
  *   them back; an AFTER or a statement trigger could change them later.
  */
 static WbTriggers
-table_triggers(Oid relid)
+table_triggers(Oid relid, bool *alone)
 {
 	Relation	rel = relation_open(relid, RowExclusiveLock);
 	TriggerDesc *td = rel->trigdesc;
 	WbTriggers	kind = WB_TRIGGERS_NONE;
 
-	if (rel->rd_rel->relkind != RELKIND_RELATION || rel->rd_rules != NULL)
+	if (rel->rd_rel->relkind != RELKIND_RELATION || rel->rd_rules != NULL ||
+		rel->rd_rel->relhassubclass)
 		kind = WB_TRIGGERS_OTHER;
 	for (int i = 0; kind != WB_TRIGGERS_OTHER && td != NULL && i < td->numtriggers; i++)
 	{
@@ -1538,6 +1597,7 @@ table_triggers(Oid relid)
 		kind = TRIGGER_FOR_ROW(tg->tgtype) && TRIGGER_FOR_BEFORE(tg->tgtype) ?
 			WB_TRIGGERS_BEFORE_ROW : WB_TRIGGERS_OTHER;
 	}
+	*alone = kind == WB_TRIGGERS_NONE && writes_only_itself(rel);
 	relation_close(rel, NoLock);
 	return kind;
 }
@@ -1860,6 +1920,7 @@ apply_batch(void *arg)
 	int			n = 0;
 	MemoryContext old;
 	bool		landed;
+	CsTable    *t;
 
 	if (wb_lookup(relid) == NULL)
 		return false;
@@ -1871,16 +1932,21 @@ apply_batch(void *arg)
 	 */
 	if (SPI_execute("SET CONSTRAINTS ALL IMMEDIATE", false, 0) < 0)
 		elog(ERROR, "could not set constraints immediate");
-	b->triggers = table_triggers(relid);
+	b->triggers = table_triggers(relid, &b->alone);
+	/* the lock may have waited for a change of the registration */
+	if ((t = wb_lookup(relid)) == NULL)
+		return false;
+	b->alone = b->alone && !t->changes;
 
 	/*
-	 * Only cachesync's own triggers, and no change stream: their row events
-	 * would all be skipped (the worker settles the keys itself), so they
-	 * need not fire at all.  session_replication_role = replica fires only
-	 * ENABLE ALWAYS and ENABLE REPLICA triggers; cachesync's are neither,
-	 * and table_triggers found no other (RI triggers included) on the table.
+	 * Only cachesync's own triggers, nothing else written, and no change
+	 * stream: their row events would all be skipped (the worker settles the
+	 * keys itself), so they need not fire at all.  session_replication_role
+	 * = replica fires only ENABLE ALWAYS and ENABLE REPLICA triggers;
+	 * cachesync's are neither, table_triggers found no other (RI triggers
+	 * included) on the table, and no other table is written.
 	 */
-	if (b->triggers == WB_TRIGGERS_NONE && !wb_lookup(relid)->changes)
+	if (b->alone)
 		(void) set_config_option("session_replication_role", "replica", PGC_SUSET,
 								 PGC_S_SESSION, GUC_ACTION_LOCAL, true, 0, false);
 	dlq = cs_pipeline_create();
@@ -1935,7 +2001,7 @@ apply_batch(void *arg)
 	 * changes (triggers, cascades).  Landed before settle_from_rows publishes
 	 * its bound, so that no populator waits on these round trips.
 	 */
-	if (dlq->ncommands > 0 || b->triggers != WB_TRIGGERS_NONE)
+	if (dlq->ncommands > 0 || !b->alone)
 	{
 		old = MemoryContextSwitchTo(b->cxt);
 		landed = land_flight();
@@ -1958,12 +2024,12 @@ apply_batch(void *arg)
 	/*
 	 * Commit without waiting for the WAL flush: the entries are acknowledged
 	 * only once it is flushed (see WbAcks).  Not when the batch may have
-	 * written other tables (triggers, cascades), whose changes other
-	 * cachesync processes may push to Redis right after the commit; nor
-	 * with synchronous standbys, which the acknowledgement does not wait
-	 * for.
+	 * written other tables (triggers, cascades, functions) or change
+	 * events, which other cachesync processes may push to Redis right
+	 * after the commit; nor with synchronous standbys, which the
+	 * acknowledgement does not wait for.
 	 */
-	if (b->triggers == WB_TRIGGERS_NONE &&
+	if (b->alone &&
 		(SyncRepStandbyNames == NULL || SyncRepStandbyNames[0] == '\0'))
 		(void) set_config_option("synchronous_commit", "off", PGC_USERSET, PGC_S_SESSION,
 								 GUC_ACTION_LOCAL, true, 0, false);
@@ -2028,10 +2094,9 @@ find_rest(WbBatch *b)
  * meanwhile (at most wal_writer_delay later), while this worker applies the
  * next batches: the fsync leaves the apply path.  PostgreSQL's logical
  * replication apply worker confirms its flush position to the publisher in
- * the same way.  At the end of a stream's turn, and after
- * WB_MAX_UNFLUSHED batches, the worker flushes the WAL itself.
+ * the same way.  At the end of a stream's turn (at most WB_MAX_PREFETCH
+ * batches) the worker flushes the WAL itself.
  */
-#define WB_MAX_UNFLUSHED 32
 
 typedef struct WbAcks
 {
@@ -2040,7 +2105,6 @@ typedef struct WbAcks
 	const char *stream;
 	char	   *last;			/* the last entry id acknowledged */
 	XLogRecPtr	lsn;			/* the WAL that must be flushed first */
-	int			nbatches;
 } WbAcks;
 
 static WbAcks wb_acks;
@@ -2071,7 +2135,6 @@ acks_add(WbBatch *b)
 	wb_acks.stream = pstrdup(b->wt->stream);
 	wb_acks.last = pstrdup(b->last);
 	wb_acks.lsn = Max(wb_acks.lsn, b->lsn);
-	wb_acks.nbatches++;
 	MemoryContextSwitchTo(old);
 }
 
@@ -2084,12 +2147,11 @@ acks_clear(void)
 	wb_acks.p = NULL;
 	wb_acks.last = NULL;
 	wb_acks.lsn = InvalidXLogRecPtr;
-	wb_acks.nbatches = 0;
 }
 
 /*
  * Returns true when acknowledgements are due and may be sent: their WAL is
- * flushed, or force (or too many batches waiting) flushed it here.
+ * flushed, or force flushed it here.
  */
 static bool
 acks_ready(bool force)
@@ -2098,7 +2160,7 @@ acks_ready(bool force)
 		return false;
 	if (GetFlushRecPtr(NULL) >= wb_acks.lsn)
 		return true;
-	if (!force && wb_acks.nbatches < WB_MAX_UNFLUSHED)
+	if (!force)
 		return false;
 	XLogFlush(wb_acks.lsn);
 	return true;
@@ -2218,7 +2280,13 @@ process_stream(WbTable *wt, CsReply *entries)
 		cs_version_end_push();	/* committed, or rolled back (settle_from_rows) */
 		if (!ok)
 			break;
-		b->lsn = XactLastCommitEnd;
+		/*
+		 * Past the commit record, if it wrote one, and past whatever this
+		 * batch found applied: a batch that skipped entries applied by an
+		 * earlier worker process writes no commit record, and their commit
+		 * may not be flushed yet either.
+		 */
+		b->lsn = GetXLogInsertRecPtr();
 		cs_stats_add(wt->relid, CS_STAT_WB_APPLIED, b->applied);
 		cs_stats_add(wt->relid, CS_STAT_WB_DEAD, b->dead);
 		if (b->last_error)

@@ -93,4 +93,29 @@ ok(CacheSync::WriteBack::wait_for(sub {
 	$node->safe_psql('postgres', "SELECT wb_pending FROM cachesync.stats WHERE rel = 'rc'::regclass") eq '0' }),
 	'nothing is pending in the end');
 
+# A table unregistered while a batch waits for its lock: the batch finds the
+# registration gone once it has the lock, and the worker carries on (it
+# crashed on a NULL registration there once, restarting all of Postgres).
+$node->safe_psql('postgres', q{
+	CREATE TABLE ur (id int PRIMARY KEY, v text);
+	SELECT cachesync.register('ur', mode => 'write_back');
+});
+CacheSync::WriteBack::wait_for(sub {
+	$redis->cli('HEXISTS', '__cachesync:writeback', 'public.ur:__writeback') eq '1' });
+$wpid = CacheSync::WriteBack::worker_pid($node);
+my $unreg = $node->background_psql('postgres');
+$unreg->query_safe("BEGIN; SELECT cachesync.unregister('ur')");
+$redis->cli('FCALL', 'cachesync_upsert', '2', 'public.ur:1', 'public.ur:__writeback', '{"id":1,"v":"x"}');
+ok($node->poll_query_until('postgres', q{
+	SELECT count(*) = 1 FROM pg_stat_activity
+	 WHERE backend_type = 'cachesync writeback' AND wait_event_type = 'Lock'}),
+	'a batch waits for the lock of a table being unregistered');
+$unreg->query_safe('COMMIT');
+$unreg->quit;
+sleep(1);
+unlike(slurp_file($node->logfile), qr/terminated by signal/,
+	'the unregistration committed under the batch: no crash');
+is(CacheSync::WriteBack::worker_pid($node), $wpid, 'the same write-back worker runs on');
+is($node->safe_psql('postgres', 'SELECT count(*) FROM ur'), '0', 'the entry was not applied');
+
 done_testing();
