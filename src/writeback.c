@@ -974,7 +974,8 @@ typedef struct WbFold
 /* The folded rows with the same set of columns: one upsert statement. */
 typedef struct WbGroup
 {
-	char	   *columns;		/* their attnums, in the data's key order */
+	int			ncolumns;
+	AttrNumber *columns;		/* their attnums, in the data's key order */
 	List	   *cols;			/* the same, for upsert_sql */
 	JsonbParseState *rows;		/* a JSON array being built */
 } WbGroup;
@@ -1391,34 +1392,32 @@ group_of(TupleDesc desc, List *groups, Jsonb *data, WbGroup **gp)
 	JsonbIterator *it = JsonbIteratorInit(&data->root);
 	JsonbValue	v;
 	JsonbIteratorToken tok;
-	StringInfoData sig;
-	List	   *cols = NIL;
+	AttrNumber	atts[MaxHeapAttributeNumber];
+	int			n = 0;
 	ListCell   *lc;
 	WbGroup    *g;
 
-	initStringInfo(&sig);
+	/* an object's keys are unique, in one order (jsonb sorts them) */
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
 	{
-		AttrNumber	att;
-
-		if (tok != WJB_KEY)
-			continue;
-		att = desc_attnum(desc, v.val.string.val, v.val.string.len);
-		appendStringInfo(&sig, "%d,", att);
-		cols = lappend_int(cols, att);
+		if (tok == WJB_KEY && n < MaxHeapAttributeNumber)
+			atts[n++] = desc_attnum(desc, v.val.string.val, v.val.string.len);
 	}
 	foreach(lc, groups)
 	{
 		g = lfirst(lc);
-		if (strcmp(g->columns, sig.data) == 0)
+		if (g->ncolumns == n && memcmp(g->columns, atts, sizeof(AttrNumber) * n) == 0)
 		{
 			*gp = g;
 			return groups;
 		}
 	}
 	g = palloc0(sizeof(WbGroup));
-	g->columns = sig.data;
-	g->cols = cols;
+	g->ncolumns = n;
+	g->columns = palloc(sizeof(AttrNumber) * Max(n, 1));
+	memcpy(g->columns, atts, sizeof(AttrNumber) * n);
+	for (int i = 0; i < n; i++)
+		g->cols = lappend_int(g->cols, atts[i]);
 	(void) pushJsonbValue(&g->rows, WJB_BEGIN_ARRAY, NULL);
 	*gp = g;
 	return lappend(groups, g);
