@@ -71,6 +71,7 @@
 #include "access/transam.h"
 #include "access/xact.h"
 #include "access/xlog.h"
+#include "access/xlog_internal.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_index.h"
 #include "catalog/pg_trigger.h"
@@ -399,7 +400,7 @@ typedef struct WbBatch
 	List	   *unguarded;		/* rows' keys no entry names (a trigger's) */
 	WbTriggers	triggers;		/* of the table, for this batch */
 	bool		alone;			/* writes nothing but the table (table_triggers) */
-	XLogRecPtr	lsn;			/* the end of its commit record */
+	XLogRecPtr	lsn;			/* the WAL its acknowledgement waits for */
 } WbBatch;
 
 /* Returns the last applied entry id of relid ("0-0" for none). */
@@ -710,7 +711,7 @@ delete_sql(CsTable *t, const char *rel, bool many, bool returning)
 	StringInfoData q;
 
 	initStringInfo(&q);
-	appendStringInfo(&q, "DELETE FROM %s t USING pg_catalog.jsonb_populate_record%s(NULL::%s, $1) r WHERE ",
+	appendStringInfo(&q, "DELETE FROM ONLY %s t USING pg_catalog.jsonb_populate_record%s(NULL::%s, $1) r WHERE ",
 					 rel, many ? "set" : "", rel);
 	for (int i = 0; i < t->nkeys; i++)
 		appendStringInfo(&q, "%st.%s = r.%s", i ? " AND " : "",
@@ -1513,23 +1514,60 @@ user_function(Oid func, void *context)
 	return func >= FirstNormalObjectId;
 }
 
-/* Returns true when the expression calls a function that is not built in. */
+/*
+ * Returns true when the expression may call a function that is not built
+ * in: it names one, or casts to a domain (whose checks may), or compares
+ * values of a type that is not built in (MinMaxExpr).
+ */
 static bool
 calls_user_function(Node *node, void *context)
 {
 	if (node == NULL)
 		return false;
-	if (check_functions_in_node(node, user_function, context))
+	if (check_functions_in_node(node, user_function, context) ||
+		IsA(node, CoerceToDomain) ||
+		(IsA(node, MinMaxExpr) && ((MinMaxExpr *) node)->minmaxtype >= FirstNormalObjectId))
 		return true;
 	return expression_tree_walker(node, calls_user_function, context);
 }
 
 /*
- * Returns true when writing rel's rows can write nothing else, besides
- * its triggers: no inheritance children (a DELETE reaches theirs), no
- * row-level security, no column of a domain type, and nothing but built-in
- * functions in its defaults, generated columns and check constraints (a
- * user function there may write other tables).
+ * Returns true when maintaining rel's indexes may call a function that is
+ * not built in: an expression or a predicate that calls one, an operator
+ * class that is not built in, or an exclusion constraint.
+ */
+static bool
+indexes_call_user_functions(Relation rel)
+{
+	List	   *indexes = RelationGetIndexList(rel);
+	ListCell   *lc;
+	bool		found = false;
+
+	foreach(lc, indexes)
+	{
+		Relation	index = index_open(lfirst_oid(lc), AccessShareLock);
+		Form_pg_index ix = index->rd_index;
+
+		found = ix->indisexclusion ||
+			calls_user_function((Node *) RelationGetIndexExpressions(index), NULL) ||
+			calls_user_function((Node *) RelationGetIndexPredicate(index), NULL);
+		for (int k = 0; !found && k < ix->indnkeyatts; k++)
+			found = index->rd_opfamily[k] >= FirstNormalObjectId;
+		index_close(index, AccessShareLock);
+		if (found)
+			break;
+	}
+	list_free(indexes);
+	return found;
+}
+
+/*
+ * Returns true when writing rel's rows can run no code but PostgreSQL's,
+ * besides its triggers, so that it writes nothing else: no inheritance
+ * children, no row-level security, every column of a built-in type (a
+ * domain's checks, a user type's functions may run), nothing but built-in
+ * functions in its defaults, generated columns and check constraints, and
+ * none in its indexes.  A user function could write other tables.
  */
 static bool
 writes_only_itself(Relation rel)
@@ -1543,7 +1581,7 @@ writes_only_itself(Relation rel)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
 
-		if (!att->attisdropped && get_typtype(att->atttypid) == TYPTYPE_DOMAIN)
+		if (!att->attisdropped && att->atttypid >= FirstNormalObjectId)
 			return false;
 	}
 	for (int i = 0; c != NULL && i < c->num_defval; i++)
@@ -1556,7 +1594,7 @@ writes_only_itself(Relation rel)
 		if (calls_user_function(stringToNode(c->check[i].ccbin), NULL))
 			return false;
 	}
-	return true;
+	return !indexes_call_user_functions(rel);
 }
 
 /*
@@ -1590,8 +1628,9 @@ table_triggers(Oid relid, bool *alone)
 	{
 		Trigger    *tg = &td->triggers[i];
 
-		if (strcmp(tg->tgname, "cachesync_capture") == 0 ||
-			strcmp(tg->tgname, "cachesync_truncate") == 0)
+		if ((strcmp(tg->tgname, "cachesync_capture") == 0 ||
+			 strcmp(tg->tgname, "cachesync_truncate") == 0) &&
+			get_func_namespace(tg->tgfoid) == get_namespace_oid("cachesync", false))
 			continue;
 		kind = TRIGGER_FOR_ROW(tg->tgtype) && TRIGGER_FOR_BEFORE(tg->tgtype) ?
 			WB_TRIGGERS_BEFORE_ROW : WB_TRIGGERS_OTHER;
@@ -2202,6 +2241,31 @@ acks_send(void)
 	return true;
 }
 
+/*
+ * Returns the WAL a batch's acknowledgement waits for, given
+ * XactLastCommitEnd before its transaction: the end of its commit record,
+ * which comes after the commit of any entry it found applied; or, when it
+ * wrote none (it only skipped entries an earlier worker process applied,
+ * whose commit may not be flushed yet), the end of the WAL inserted so far.
+ * That is GetXLogInsertRecPtr() without the header of a page not begun yet
+ * (as PostgreSQL 17's GetXLogInsertEndRecPtr), which XLogFlush could not
+ * reach.
+ */
+static XLogRecPtr
+batch_lsn(XLogRecPtr commit_end_before)
+{
+	XLogRecPtr	p;
+
+	if (XactLastCommitEnd != commit_end_before)
+		return XactLastCommitEnd;
+	p = GetXLogInsertRecPtr();
+	if (XLogSegmentOffset(p, wal_segment_size) == SizeOfXLogLongPHD)
+		p -= SizeOfXLogLongPHD;
+	else if (p % XLOG_BLCKSZ == SizeOfXLogShortPHD)
+		p -= SizeOfXLogShortPHD;
+	return p;
+}
+
 /* batches of one stream applied back to back while its entries keep coming */
 #define WB_MAX_PREFETCH 16
 
@@ -2227,6 +2291,7 @@ process_stream(WbTable *wt, CsReply *entries)
 	CsReply    *ahead[2] = {entries, NULL};	/* entries read, in order */
 	int			rounds = 0;
 	bool		ok = true;
+	XLogRecPtr	commit_end;
 
 	for (;;)
 	{
@@ -2275,17 +2340,12 @@ process_stream(WbTable *wt, CsReply *entries)
 		b->cxt = cxts[0];
 		b->guards = cs_keyset_create("cachesync write-back guards", next->nelem,
 									 sizeof(CsSyncGuard), cxts[0]);
+		commit_end = XactLastCommitEnd;
 		ok = cs_worker_xact(apply_batch, b, "applying write-back entries");
 		cs_version_end_push();	/* committed, or rolled back (settle_from_rows) */
 		if (!ok)
 			break;
-		/*
-		 * Past the commit record, if it wrote one, and past whatever this
-		 * batch found applied: a batch that skipped entries applied by an
-		 * earlier worker process writes no commit record, and their commit
-		 * may not be flushed yet either.
-		 */
-		b->lsn = GetXLogInsertRecPtr();
+		b->lsn = batch_lsn(commit_end);
 		cs_stats_add(wt->relid, CS_STAT_WB_APPLIED, b->applied);
 		cs_stats_add(wt->relid, CS_STAT_WB_DEAD, b->dead);
 		if (b->last_error)

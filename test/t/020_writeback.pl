@@ -159,4 +159,39 @@ like(join(' ', split /\n/, $redis->cli('XRANGE', 'public.logged:__changes', '-',
 is($node->safe_psql('postgres', 'SELECT count(*) FROM cachesync.queue'), '0',
 	'and still nothing was queued');
 
+# a write_back table whose default calls a function that writes a
+# write_through table: that table's change reaches Redis (its capture
+# trigger fires: the batch does not run with triggers off), and so does a
+# change made through a domain's check
+$node->safe_psql('postgres', q{
+	CREATE TABLE side (id serial PRIMARY KEY, note text);
+	SELECT cachesync.register('side', mode => 'write_through');
+	CREATE FUNCTION note_it(t text) RETURNS int LANGUAGE plpgsql AS
+	  $$BEGIN INSERT INTO side (note) VALUES (t); RETURN 1; END$$;
+	CREATE DOMAIN noted AS int CHECK (note_it('domain') = 1);
+	GRANT INSERT ON side TO PUBLIC;
+	GRANT USAGE ON SEQUENCE side_id_seq TO PUBLIC;
+	CREATE TABLE wbdef (id int PRIMARY KEY, v int, n int DEFAULT note_it('default'));
+	CREATE TABLE wbdom (id int PRIMARY KEY, v noted);
+	SELECT cachesync.register('wbdef', mode => 'write_back');
+	SELECT cachesync.register('wbdom', mode => 'write_back');
+});
+ok(CacheSync::WriteBack::wait_for(sub {
+	$redis->cli('HEXISTS', '__cachesync:writeback', 'public.wbdom:__writeback') eq '1' }),
+	'metadata of the default and domain tables published');
+my $did = $redis->cli('FCALL', 'cachesync_upsert', '2', 'public.wbdef:1',
+	'public.wbdef:__writeback', '{"id":1,"v":5}');
+ok(CacheSync::WriteBack::wait_applied($node, 'wbdef', $did), 'the entry of the default table is applied');
+is($redis->cli('GET', 'public.side:1'), '{"id":1,"note":"default"}',
+	'the row its default wrote to a write_through table is in Redis');
+$did = $redis->cli('FCALL', 'cachesync_upsert', '2', 'public.wbdom:1',
+	'public.wbdom:__writeback', '{"id":1,"v":5}');
+ok(CacheSync::WriteBack::wait_applied($node, 'wbdom', $did), 'the entry of the domain table is applied');
+# (an entry alone is read, then written, by two statements: the check runs twice)
+is($node->safe_psql('postgres', "SELECT count(*) > 0 FROM side WHERE note = 'domain'"), 't',
+	'its domain check wrote to the write_through table');
+my $sd = CacheSync::Redis::cache_diff($node, 'side');
+is($sd->{missing} + $sd->{stale} + $sd->{orphaned}, 0,
+	'and every row written there is in Redis');
+
 done_testing();
