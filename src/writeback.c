@@ -1022,28 +1022,37 @@ typedef struct WbJsonb
 	JsonbValue *res;
 } WbJsonb;
 
+/* pushes a container's start or end */
+static void
+wbj_push(void *s, JsonbIteratorToken tok)
+{
+	WbJsonb    *j = s;
+
+	j->res = pushJsonbValue(&j->st, tok, NULL);
+}
+
 static void
 wbj_object_start(void *s)
 {
-	((WbJsonb *) s)->res = pushJsonbValue(&((WbJsonb *) s)->st, WJB_BEGIN_OBJECT, NULL);
+	wbj_push(s, WJB_BEGIN_OBJECT);
 }
 
 static void
 wbj_object_end(void *s)
 {
-	((WbJsonb *) s)->res = pushJsonbValue(&((WbJsonb *) s)->st, WJB_END_OBJECT, NULL);
+	wbj_push(s, WJB_END_OBJECT);
 }
 
 static void
 wbj_array_start(void *s)
 {
-	((WbJsonb *) s)->res = pushJsonbValue(&((WbJsonb *) s)->st, WJB_BEGIN_ARRAY, NULL);
+	wbj_push(s, WJB_BEGIN_ARRAY);
 }
 
 static void
 wbj_array_end(void *s)
 {
-	((WbJsonb *) s)->res = pushJsonbValue(&((WbJsonb *) s)->st, WJB_END_ARRAY, NULL);
+	wbj_push(s, WJB_END_ARRAY);
 }
 
 /* a string's length as a JsonbValue may hold it (jsonb.c's checkStringLen) */

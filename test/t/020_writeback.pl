@@ -140,18 +140,24 @@ my $stats = $node->safe_psql('postgres',
 is($stats, '10006|0|0', 'stats count the applied entries, none pending');
 is($node->safe_psql('postgres', 'SELECT count(*) FROM cachesync.queue'), '0', 'nothing was echoed to the queue');
 
+# Appends the upsert of data to public.$table's stream once its metadata is
+# published, and waits until the worker applied it.
+sub upsert_applied
+{
+	my ($table, $key, $data) = @_;
+	my $s = "public.$table:__writeback";
+	CacheSync::WriteBack::wait_for(sub { $redis->cli('HEXISTS', '__cachesync:writeback', $s) eq '1' });
+	my $id = $redis->cli('FCALL', 'cachesync_upsert', '2', "public.$table:$key", $s, $data);
+	return CacheSync::WriteBack::wait_applied($node, $table, $id);
+}
+
 # a write_back table with a change stream: the rows the worker applies are
 # changes too (not cache work, but the stream gets them)
 $node->safe_psql('postgres', q{
 	CREATE TABLE logged (id int PRIMARY KEY, v int);
 	SELECT cachesync.register('logged', mode => 'write_back', changes => true);
 });
-ok(CacheSync::WriteBack::wait_for(sub {
-	$redis->cli('HEXISTS', '__cachesync:writeback', 'public.logged:__writeback') eq '1' }),
-	'metadata of the second table published');
-my $lid = $redis->cli('FCALL', 'cachesync_upsert', '2', 'public.logged:1',
-	'public.logged:__writeback', '{"id":1,"v":5}');
-ok(CacheSync::WriteBack::wait_applied($node, 'logged', $lid), 'the logged entry is applied');
+ok(upsert_applied('logged', 1, '{"id":1,"v":5}'), 'the logged entry is applied');
 ok(CacheSync::WriteBack::wait_for(sub { $redis->cli('XLEN', 'public.logged:__changes') eq '1' }),
 	'the applied row reached the change stream');
 like(join(' ', split /\n/, $redis->cli('XRANGE', 'public.logged:__changes', '-', '+')),
@@ -176,17 +182,10 @@ $node->safe_psql('postgres', q{
 	SELECT cachesync.register('wbdef', mode => 'write_back');
 	SELECT cachesync.register('wbdom', mode => 'write_back');
 });
-ok(CacheSync::WriteBack::wait_for(sub {
-	$redis->cli('HEXISTS', '__cachesync:writeback', 'public.wbdom:__writeback') eq '1' }),
-	'metadata of the default and domain tables published');
-my $did = $redis->cli('FCALL', 'cachesync_upsert', '2', 'public.wbdef:1',
-	'public.wbdef:__writeback', '{"id":1,"v":5}');
-ok(CacheSync::WriteBack::wait_applied($node, 'wbdef', $did), 'the entry of the default table is applied');
+ok(upsert_applied('wbdef', 1, '{"id":1,"v":5}'), 'the entry of the default table is applied');
 is($redis->cli('GET', 'public.side:1'), '{"id":1,"note":"default"}',
 	'the row its default wrote to a write_through table is in Redis');
-$did = $redis->cli('FCALL', 'cachesync_upsert', '2', 'public.wbdom:1',
-	'public.wbdom:__writeback', '{"id":1,"v":5}');
-ok(CacheSync::WriteBack::wait_applied($node, 'wbdom', $did), 'the entry of the domain table is applied');
+ok(upsert_applied('wbdom', 1, '{"id":1,"v":5}'), 'the entry of the domain table is applied');
 # (an entry alone is read, then written, by two statements: the check runs twice)
 is($node->safe_psql('postgres', "SELECT count(*) > 0 FROM side WHERE note = 'domain'"), 't',
 	'its domain check wrote to the write_through table');
