@@ -724,11 +724,15 @@ delete_sql(CsTable *t, const char *rel, bool many, bool returning)
 /*
  * Applies one entry (its field/value pairs) to t; returns its row key.
  * Throws for every kind of bad entry, with the SQLSTATE that names it.
- * With check_only, runs every check but changes nothing.
+ * With check_only, runs every check but changes nothing.  The key of the
+ * row an upsert stored, when a trigger made it another key than the
+ * entry's, is added to *moved (allocated in cxt), to be read back.
  */
 static char *
-apply_fields(CsTable *t, const CsReply *fields, bool check_only)
+apply_fields(CsTable *t, const CsReply *fields, bool check_only, List **moved,
+			 MemoryContext cxt)
 {
+	Oid			relid = t->relid;
 	const char *op = entry_field(fields, "op");
 	const char *data = entry_field(fields, "data");
 	const char *given = entry_field(fields, "key");
@@ -764,9 +768,29 @@ apply_fields(CsTable *t, const CsReply *fields, bool check_only)
 	if (check_only)
 		return key;
 	/* t is not used after this: its triggers may rebuild the registry */
-	if (run_jsonb(upsert ? upsert_sql(t, rel, cols, false, false) : delete_sql(t, rel, false, false),
+	if (run_jsonb(upsert ? upsert_sql(t, rel, cols, false, true) : delete_sql(t, rel, false, false),
 				  jb, false, 0) < 0)
 		elog(ERROR, "could not apply a write-back entry");
+	if (upsert && SPI_processed == 1 && (t = cs_registry_lookup(relid)) != NULL && !t->broken)
+	{
+		Relation	r = relation_open(relid, AccessShareLock);
+		HeapTupleData tuple;
+		bool		isnull;
+		char	   *stored;
+
+		cs_row_tuple(&tuple, DatumGetHeapTupleHeader(SPI_getbinval(SPI_tuptable->vals[0],
+																	SPI_tuptable->tupdesc, 1, &isnull)),
+					 relid);
+		stored = cs_row_key(t, &tuple, RelationGetDescr(r));
+		if (strcmp(stored, key) != 0)
+		{
+			MemoryContext old = MemoryContextSwitchTo(cxt);
+
+			*moved = lappend(*moved, pstrdup(stored));
+			MemoryContextSwitchTo(old);
+		}
+		relation_close(r, AccessShareLock);
+	}
 	return key;
 }
 
@@ -837,7 +861,7 @@ wb_stop_being_owner(CsAsOwner *save)
  */
 static bool
 apply_entry(CsTable *t, const CsReply *fields, char **key, ErrorData **edata,
-			MemoryContext cxt, bool check_only)
+			MemoryContext cxt, bool check_only, List **moved)
 {
 	MemoryContext old = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
@@ -851,7 +875,7 @@ apply_entry(CsTable *t, const CsReply *fields, char **key, ErrorData **edata,
 
 		wb_become_owner(t->relid, &save);
 		cs_capture_skip_relid = t->relid;
-		*key = MemoryContextStrdup(cxt, apply_fields(t, fields, check_only));
+		*key = MemoryContextStrdup(cxt, apply_fields(t, fields, check_only, moved, cxt));
 		cs_capture_skip_relid = InvalidOid;
 		wb_stop_being_owner(&save);
 		ReleaseCurrentSubTransaction();
@@ -1734,7 +1758,7 @@ apply_collapsed(WbBatch *b, Oid relid, WbEntry *es, int n)
 			if (es[i].data != NULL)
 				continue;
 			t = wb_lookup_or_throw(relid);
-			if (apply_entry(t, es[i].fields, &key, &es[i].edata, cxt, true))
+			if (apply_entry(t, es[i].fields, &key, &es[i].edata, cxt, true, NULL))
 				elog(ERROR, "write-back entry %s passed the checks it failed", es[i].id);
 		}
 		folds = fold_entries(es, n);
@@ -1828,7 +1852,7 @@ apply_alone(WbBatch *b, Oid relid, CsPipeline *dlq, WbEntry *e)
 	CHECK_FOR_INTERRUPTS();
 	if ((t = wb_lookup(relid)) == NULL)
 		return false;
-	(void) apply_entry(t, e->fields, &key, &edata, b->cxt, false);
+	(void) apply_entry(t, e->fields, &key, &edata, b->cxt, false, &b->unguarded);
 	return record_entry(b, relid, dlq, e, key, edata);
 }
 

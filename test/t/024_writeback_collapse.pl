@@ -230,6 +230,17 @@ $node->restart;
 feed('cb', '{"id":0,"k2":"end"}', @entries);
 ok(stmts('cb') >= $n, 'cb: entries applied one by one (' . stmts('cb') . ' statements)');
 
+# ck again, entry by entry: the rows the trigger moved are cached under
+# their own keys too
+feed('ck', '{"id":501,"a":"end"}', [ 'op', 'upsert', 'data', '{"id":3,"a":"z"}' ],
+	[ 'op', 'upsert', 'data', '{"id":4,"a":"w"}' ]);
+is($node->safe_psql('postgres', q{SELECT string_agg(id::text, ',' ORDER BY id) FROM ck}),
+	'500,501,1001,1002,1003,1004', 'ck, entry by entry: the trigger moved the rows');
+ok(CacheSync::WriteBack::wait_for(sub {
+	my $d = CacheSync::Redis::cache_diff($node, 'ck');
+	$d->{missing} + $d->{stale} + $d->{orphaned} == 0 }),
+	'ck, entry by entry: the cache holds the moved rows under their own keys');
+
 is($node->safe_psql('postgres', q{SELECT count(*) FROM ca}), $node->safe_psql('postgres', q{SELECT count(*) FROM cb}),
 	'ca and cb have as many rows');
 is($node->safe_psql('postgres', q{
