@@ -1916,7 +1916,8 @@ typedef struct WbFlight
 
 static WbFlight wb_flight;		/* in flight while p != NULL */
 static CsReply *wb_read_ahead[2];	/* what the last flight read */
-static WbBatch *wb_settled = NULL;	/* the batch it settled */
+
+static void acks_add(WbBatch *b);
 
 /*
  * Reads the replies of f: true when every acknowledgement and settle
@@ -1957,8 +1958,9 @@ has_entries(CsReply *entries)
 }
 
 /*
- * Lands the pipeline in flight, if any: wb_read_ahead and wb_settled then
- * hold what it read and the batch it settled.  Returns false on failure.
+ * Lands the pipeline in flight, if any: wb_read_ahead then holds what it
+ * read, and the batch it settled is added to the acknowledgements due.
+ * Returns false on failure.
  */
 static bool
 land_flight(void)
@@ -1968,7 +1970,8 @@ land_flight(void)
 	if (wb_flight.p == NULL)
 		return true;
 	ok = land(&wb_flight, wb_read_ahead);
-	wb_settled = ok ? wb_flight.settling : NULL;
+	if (ok && wb_flight.settling)
+		acks_add(wb_flight.settling);
 	wb_flight.p = NULL;
 	return ok;
 }
@@ -2345,10 +2348,7 @@ process_stream(WbTable *wt, CsReply *entries)
 			ok = land_flight();
 			ahead[0] = wb_read_ahead[0];
 			ahead[1] = wb_read_ahead[1];
-			if (wb_settled)
-				acks_add(wb_settled);
 			wb_read_ahead[0] = wb_read_ahead[1] = NULL;
-			wb_settled = NULL;
 			if (!ok)
 				break;
 			continue;
@@ -2403,10 +2403,7 @@ process_stream(WbTable *wt, CsReply *entries)
 			else
 				ahead[has_entries(ahead[0]) ? 1 : 0] = wb_read_ahead[k];
 		}
-		if (wb_settled)
-			acks_add(wb_settled);
 		wb_read_ahead[0] = wb_read_ahead[1] = NULL;
-		wb_settled = NULL;
 		if (!ok)
 			break;
 		if (find_rest(b) && !cs_worker_xact(settle_rest, b, "settling write-back rows"))
@@ -2442,7 +2439,6 @@ process_stream(WbTable *wt, CsReply *entries)
 		cs_redis_disconnect();
 	wb_flight.p = NULL;
 	wb_read_ahead[0] = wb_read_ahead[1] = NULL;
-	wb_settled = NULL;
 	ok = ok && acks_send();
 	acks_clear();
 	if (!ok)
