@@ -75,6 +75,7 @@
 #include "shmem.h"
 #include "stats.h"
 #include "version.h"
+#include "worker.h"
 
 /* columns of cachesync.changes_outbox */
 #define Natts_outbox 5
@@ -318,19 +319,9 @@ read_outbox(void)
 	Oid			argtypes[1] = {INT4OID};
 	Datum		args[1] = {Int32GetDatum(cachesync_batch_size)};
 
-	if (plan == NULL)
-	{
-		/* a top-N sort: the outbox is small unless Redis was away */
-		SPIPlanPtr	p = SPI_prepare("SELECT ctid, rel, pos, op, key, \"row\" FROM cachesync.changes_outbox "
-									"ORDER BY pos LIMIT $1", 1, argtypes);
-
-		if (p == NULL || SPI_keepplan(p) != 0)
-			elog(ERROR, "could not prepare the read of cachesync.changes_outbox");
-		plan = p;
-	}
-	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read cachesync.changes_outbox");
-	return SPI_processed;
+	/* a top-N sort: the outbox is small unless Redis was away */
+	return cs_worker_select(&plan, "SELECT ctid, rel, pos, op, key, \"row\" FROM cachesync.changes_outbox "
+							"ORDER BY pos LIMIT $1", 1, argtypes, args);
 }
 
 /*

@@ -241,6 +241,27 @@ sync_tables(List *tables)
 	return true;
 }
 
+/*
+ * Runs the SELECT sql with args through *plan, prepared and kept on first
+ * use (a worker's plan lives as long as the process); returns the number of
+ * rows, in SPI_tuptable.
+ */
+uint64
+cs_worker_select(SPIPlanPtr *plan, const char *sql, int nargs, Oid *argtypes, Datum *args)
+{
+	if (*plan == NULL)
+	{
+		SPIPlanPtr	p = SPI_prepare(sql, nargs, argtypes);
+
+		if (p == NULL || SPI_keepplan(p) != 0)
+			elog(ERROR, "could not prepare \"%s\"", sql);
+		*plan = p;
+	}
+	if (SPI_execute_plan(*plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not run \"%s\"", sql);
+	return SPI_processed;
+}
+
 /* where the next batch starts: the worker walks the queue by ctid */
 static ItemPointerData next_tid;
 
@@ -256,18 +277,8 @@ read_batch(void)
 	 * A TID range scan in physical order, which is about arrival order.  No
 	 * FOR UPDATE: this worker is the only one that deletes queue rows.
 	 */
-	if (plan == NULL)
-	{
-		SPIPlanPtr	p = SPI_prepare("SELECT ctid, rel, key FROM cachesync.queue "
-									"WHERE ctid > $1 LIMIT $2", 2, argtypes);
-
-		if (p == NULL || SPI_keepplan(p) != 0)
-			elog(ERROR, "could not prepare the read of cachesync.queue");
-		plan = p;
-	}
-	if (SPI_execute_plan(plan, args, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read cachesync.queue");
-	return SPI_processed;
+	return cs_worker_select(&plan, "SELECT ctid, rel, key FROM cachesync.queue "
+							"WHERE ctid > $1 LIMIT $2", 2, argtypes, args);
 }
 
 /* Ships one batch of the queue.  Runs inside a transaction, SPI connected. */

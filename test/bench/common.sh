@@ -74,13 +74,35 @@ bench_mode() {
 queue_depth() { bq -c "SELECT count(*) FROM cachesync.queue"; }
 
 # Waits until cachesync.queue is empty (timeout $1 s, default 180).
-wait_queue_empty() {
-    local deadline=$((SECONDS + ${1:-180})) n
+wait_queue_empty() { wait_empty queue_depth queue "${1:-180}"; }
+
+# Entries in the change outbox.
+outbox_depth() { bq -c "SELECT count(*) FROM cachesync.changes_outbox"; }
+
+# Waits (at most $1 s, default 180) until the change outbox is empty.
+wait_outbox_empty() { wait_empty outbox_depth "change outbox" "${1:-180}"; }
+
+# After a run: waits until the worker has shipped the async queue (mode $1
+# async) and the change outbox ($2 = changes), and vacuums what it emptied.
+drain_after_run() {
+    if [[ $1 == async ]]; then
+        wait_queue_empty 180 || cs_die "the async queue did not drain"
+        bq -c "VACUUM cachesync.queue"
+    fi
+    if [[ $2 == changes ]]; then
+        wait_outbox_empty 180 || cs_die "the change outbox did not drain"
+        bq -c "VACUUM cachesync.changes_outbox"
+    fi
+}
+
+# Waits until command $1 prints 0, at most $3 s; logs what $2 still holds.
+wait_empty() {
+    local deadline=$((SECONDS + $3)) n
     while :; do
-        n=$(queue_depth)
+        n=$($1)
         [[ $n == 0 ]] && return 0
         if (( SECONDS >= deadline )); then
-            bench_log "queue still holds $n entries after ${1:-180} s"
+            bench_log "$2 still holds $n entries after $3 s"
             return 1
         fi
         sleep 0.2

@@ -32,7 +32,6 @@ UPDATE bench SET v = v + 1, t = now() WHERE id = :id;
 EOF
 chmod 644 "$SCRIPT"
 
-outbox_depth() { bq -c "SELECT count(*) FROM cachesync.changes_outbox"; }
 
 # Registers bench in mode $1 with option $2 on (plain: none).
 events_mode() {
@@ -61,20 +60,10 @@ run_one() {   # mode opt round
         cs_die "pgbench failed ($mode/$opt/round $round)"
     fi
     TPS[$mode,$opt]+="$tps "
-    if [[ $mode == async ]]; then
-        wait_queue_empty 180 || cs_die "the async queue did not drain"
-        bq -c "VACUUM cachesync.queue"
-    fi
-    if [[ $opt == changes ]]; then
-        local t0=$SECONDS depth
-        depth=$(outbox_depth)
-        until [[ $(outbox_depth) == 0 ]]; do
-            (( SECONDS - t0 < 180 )) || cs_die "the change outbox did not drain"
-            sleep 0.2
-        done
-        extra=" (outbox $depth at end of run, drained in $((SECONDS - t0)) s)"
-        bq -c "VACUUM cachesync.changes_outbox"
-    fi
+    local t0=$SECONDS depth
+    [[ $opt != changes ]] || depth=$(outbox_depth)
+    drain_after_run "$mode" "$opt"
+    [[ $opt != changes ]] || extra=" (outbox $depth at end of run, drained in $((SECONDS - t0)) s)"
     bench_log "round $round $(printf '%-13s %-8s' "$mode" "$opt") tps=$tps$extra"
 }
 

@@ -225,18 +225,7 @@ while True:
     BUSY[$mode,$cfg]+="$pct "
     CPUTX[$mode,$cfg]+="$(awk -v b="$((c1 - c0))" -v n="$txns" -v hz="$HZ" 'BEGIN {printf "%.1f", b * 1e6 / hz / n}') "
     REDISTX[$mode,$cfg]+="$(awk -v b="$((r1 - r0))" -v n="$txns" -v hz="$HZ" 'BEGIN {printf "%.1f", b * 1e6 / hz / n}') "
-    if [[ $mode == async ]]; then
-        wait_queue_empty 180 || cs_die "the async queue did not drain"
-        bq -c "VACUUM cachesync.queue"
-    fi
-    if [[ $cfg == changes* ]]; then
-        local t0=$SECONDS
-        until [[ $(bq -c "SELECT count(*) FROM cachesync.changes_outbox") == 0 ]]; do
-            (( SECONDS - t0 < 180 )) || cs_die "the change outbox did not drain"
-            sleep 0.2
-        done
-        bq -c "VACUUM cachesync.changes_outbox"
-    fi
+    drain_after_run "$mode" "${cfg%%_*}"
     bq -c "TRUNCATE outbox"
     bench_log "round $round $(printf '%-13s %-11s' "$mode" "$cfg") tps=$tps busy=$pct%$note"
 }
